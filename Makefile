@@ -1,0 +1,28 @@
+# The two commands: `make demo` and `make test`. Both build .venv first when needed.
+PY := .venv/bin/python
+STAMP := .venv/.fewshot-sla-installed
+
+.PHONY: demo test test-fast lint bench clean-venv
+
+$(STAMP): pyproject.toml scripts/install.sh scripts/build_learn2learn.sh
+	scripts/install.sh
+	touch $(STAMP)
+
+demo: $(STAMP)
+	WANDB_SILENT=true $(PY) -m fewshot_sla.demo --out runs/demo
+
+test: $(STAMP)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check fewshot_sla episodes longtail tests bench
+	$(PY) -m mypy
+
+bench: $(STAMP)
+	$(PY) bench/sla_overhead.py
+
+clean-venv:
+	rm -rf .venv

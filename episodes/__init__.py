@@ -1,0 +1,1 @@
+"""Episodic few-shot learners with SLA."""

@@ -1,0 +1,46 @@
+"""fewshot-sla: Self-supervised Label Augmentation (Lee, Hwang & Shin, ICML 2020, arXiv 1910.05872).
+
+Layout used throughout: ``x_aug[b*M + j] = T_j(x[b])``; joint label ``y*M + j``; joint logits
+``(B*M, N*M)`` with column ``i*M + j`` = (class ``i``, transform ``j``). Transform 0 is the identity.
+
+``import fewshot_sla`` imports neither wandb nor learn2learn.
+"""
+
+from .model import PREDICT_MODES, DataAugmentation, MultiTask, SLAClassifier
+from .sla import (
+    aggregate_logits,
+    check_labels,
+    expand,
+    expand_subset,
+    joint_labels,
+    joint_to_class_transform,
+    self_distillation_loss,
+    single_logits,
+    sla_loss,
+)
+from .transforms import TRANSFORMS, ColorPermutation, Identity, Product, Rotation, Transform, get_transform
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TRANSFORMS",
+    "Transform",
+    "Identity",
+    "Rotation",
+    "ColorPermutation",
+    "Product",
+    "get_transform",
+    "expand",
+    "expand_subset",
+    "joint_labels",
+    "joint_to_class_transform",
+    "single_logits",
+    "aggregate_logits",
+    "sla_loss",
+    "self_distillation_loss",
+    "check_labels",
+    "SLAClassifier",
+    "DataAugmentation",
+    "MultiTask",
+    "PREDICT_MODES",
+]

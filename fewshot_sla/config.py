@@ -1,0 +1,176 @@
+"""Typed configs: dataclass defaults, overridden by a YAML file, then by ``--key value`` flags.
+
+Each script defines one ``@dataclass`` whose fields hold the only defaults (with a comment per
+field). :func:`parse_config` builds the command line from it:
+
+* ``--config FILE.yaml`` loads overrides (unknown keys are errors, naming the known ones);
+* ``--some-field VALUE`` (or ``--some_field``) overrides one field; ``--flag`` / ``--no-flag``
+  for booleans;
+* :func:`save_config` writes the resolved config beside the results (``OUT/config.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+__all__ = ["ConfigError", "parse_config", "load_config", "config_from_dict", "save_config", "to_dict"]
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config file or flag that does not fit the config dataclass."""
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """``(type, optional)`` with ``X | None`` unwrapped."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    base, optional = _base_type(tp)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional or value is None:
+            return None
+    origin = typing.get_origin(base)
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            s = str(value).lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if base in (int, float, str):
+            if base is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return base(value)
+        if origin in (list, tuple) or base in (list, tuple):
+            (item,) = typing.get_args(base)[:1] or (str,)
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            items = [_coerce(name, item, v) for v in value]
+            return tuple(items) if (origin or base) is tuple else items
+        if typing.get_origin(base) is typing.Literal:
+            choices = typing.get_args(base)
+            if value not in choices:
+                raise ConfigError(f"config key {name!r}: {value!r} is not one of {', '.join(map(str, choices))}")
+            return value
+    except ConfigError:
+        raise
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {name!r}: cannot read {value!r} as {getattr(base, '__name__', base)}") from None
+    return value
+
+
+def config_from_dict(cls: type[C], values: dict[str, Any], base: C | None = None, source: str = "config") -> C:
+    """Return ``base`` (or the defaults of ``cls``) with ``values`` applied; unknown keys raise."""
+    types_ = _field_types(cls)
+    known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = [k for k in values if k.replace("-", "_") not in types_]
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(known)}")
+    current = to_dict(base) if base is not None else {}
+    current.update({k.replace("-", "_"): _coerce(k, types_[k.replace("-", "_")], v) for k, v in values.items()})
+    return cls(**current)
+
+
+def load_config(cls: type[C], path: str | Path, base: C | None = None) -> C:
+    """Apply the YAML file ``path`` to ``base`` (or the defaults)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys to values")
+    return config_from_dict(cls, data, base, source=str(p))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as a plain dict (tuples become lists, for YAML/JSON)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _help(cls: type) -> dict[str, str]:
+    """Field comments (``name: type = default  # comment``) from the source, for ``--help``."""
+    import inspect
+
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out = {}
+    for line in src.splitlines():
+        s = line.strip()
+        if ":" in s and "#" in s and not s.startswith("#"):
+            out[s.split(":", 1)[0].strip()] = s.split("#", 1)[1].strip()
+    return out
+
+
+def parse_config(
+    cls: type[C], argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None
+) -> C:
+    """Parse ``--config FILE`` and ``--field value`` flags into ``cls`` (flags win over the file).
+
+    Raises:
+        SystemExit: with argparse's message for an unknown flag or a bad value.
+    """
+    types_ = _field_types(cls)
+    helps = _help(cls)
+    ap = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip().split("\n")[0])
+    ap.add_argument("--config", metavar="FILE.yaml", help="YAML file overriding the defaults")
+    defaults = cls()
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        base, _ = _base_type(types_[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        alias = ["--" + f.name] if "_" in f.name else []
+        default = getattr(defaults, f.name)
+        h = f"{helps.get(f.name, '')} (default: {default})".strip()
+        if base is bool:
+            ap.add_argument(flag, *alias, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=h)
+        else:
+            choices = typing.get_args(base) if typing.get_origin(base) is typing.Literal else None
+            nargs = "+" if typing.get_origin(base) in (list, tuple) else None
+            ap.add_argument(flag, *alias, dest=f.name, default=None, help=h, choices=choices, nargs=nargs)
+    ns = ap.parse_args(argv)
+    cfg = defaults
+    try:
+        if ns.config:
+            cfg = load_config(cls, ns.config, cfg)
+        flags = {k: v for k, v in vars(ns).items() if k != "config" and v is not None}
+        cfg = config_from_dict(cls, flags, cfg, source="command line")
+    except ConfigError as e:
+        ap.error(str(e))
+    return cfg

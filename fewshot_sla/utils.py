@@ -1,0 +1,119 @@
+"""Small shared helpers: seeding, device, git commit, atomic files, JSON that tolerates NaN."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DataError",
+    "seed_everything",
+    "resolve_device",
+    "git_commit",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "write_json",
+    "read_json",
+]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (the library's own sampling uses local generators)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU; anything else is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The commit of the checkout holding this package (with ``-dirty``), or None outside git."""
+    here = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)  # atomic on POSIX: a crash leaves the old file or the new one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``."""
+    _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write text through a temporary file and ``os.replace``."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    if isinstance(o, (np.floating, float)):
+        return float(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, torch.Tensor):
+        return _jsonable(o.detach().cpu().tolist())
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Atomic JSON; NaN is written as ``NaN`` (Python's json reads it back as float('nan'))."""
+    atomic_write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=True) + "\n", path)
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def isnan(x: Any) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+class DataError(ValueError):
+    """A data folder or file that is missing, incomplete or corrupt; the message says which and how to fix it."""

@@ -1,0 +1,1 @@
+"""Long-tailed classification with SLA."""
