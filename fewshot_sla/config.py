@@ -89,7 +89,7 @@ def config_from_dict(cls: type[C], values: dict[str, Any], base: C | None = None
     unknown = [k for k in values if k.replace("-", "_") not in types_]
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(known)}")
-    current = to_dict(base) if base is not None else {}
+    current = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)} if base is not None else {}  # type: ignore[arg-type]
     current.update({k.replace("-", "_"): _coerce(k, types_[k.replace("-", "_")], v) for k, v in values.items()})
     return cls(**current)
 

@@ -1,0 +1,46 @@
+from dataclasses import dataclass
+
+import pytest
+
+from fewshot_sla.config import ConfigError, config_from_dict, load_config, parse_config, save_config
+
+
+@dataclass
+class Cfg:
+    lr: float = 0.1  # learning rate
+    epochs: int = 10  # training epochs
+    transform: str = "rotation"  # SLA transform
+    sd: bool = False  # self-distillation
+    milestones: tuple[int, ...] = (160, 180)  # lr steps
+    out: str | None = None  # output folder
+
+
+def test_defaults_yaml_then_flags(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 0.05\nepochs: 3\nmilestones: [1, 2]\n")
+    cfg = parse_config(Cfg, ["--config", str(f), "--epochs", "7", "--sd", "--out", "x"])
+    assert cfg == Cfg(lr=0.05, epochs=7, sd=True, milestones=(1, 2), out="x")
+    assert parse_config(Cfg, []) == Cfg()
+    assert parse_config(Cfg, ["--milestones", "5", "6", "--no-sd"]).milestones == (5, 6)
+
+
+def test_unknown_keys_rejected(tmp_path, capsys):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 0.05\nlearning_rate: 1\n")
+    with pytest.raises(ConfigError, match="unknown key.*'learning_rate'.*known keys: lr, epochs"):
+        load_config(Cfg, f)
+    with pytest.raises(SystemExit):
+        parse_config(Cfg, ["--config", str(f)])
+    assert "learning_rate" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(Cfg, ["--nope", "1"])
+
+
+def test_bad_values_and_roundtrip(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read 'abc' as int"):
+        config_from_dict(Cfg, {"epochs": "abc"})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Cfg, tmp_path / "missing.yaml")
+    cfg = Cfg(lr=0.2, milestones=(3,), out="o")
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(Cfg, tmp_path / "config.yaml") == cfg

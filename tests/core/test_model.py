@@ -1,0 +1,135 @@
+"""Regimes: SLA (SI / AG / SD), random-subset SLA, DA and MT baselines."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewshot_sla import DataAugmentation, MultiTask, SLAClassifier, aggregate_logits, expand
+from fewshot_sla.nets import MLP, ResNetCIFAR
+
+
+def tiny(n=3, **kw):
+    torch.manual_seed(0)
+    model = SLAClassifier(MLP((3, 6, 6), hidden=16, depth=1), n, **kw)
+    return model.eval()
+
+
+def test_forward_outputs_and_loss_match_functions():
+    model = tiny(transform="rotation")
+    x, y = torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 1])
+    out = model(x, y)
+    xa, yj = expand(x, y, "rotation")
+    z = model.joint_head(model.backbone(xa))
+    torch.testing.assert_close(out["joint_logits"], z)
+    assert torch.equal(out["y_joint"], yj)
+    torch.testing.assert_close(out["loss"], F.cross_entropy(z, yj))
+    torch.testing.assert_close(out["logits"], aggregate_logits(z, 4))
+
+
+def test_predict_modes_agree_with_full_expansion():
+    model = tiny(transform="rotation", distill=True)
+    x = torch.randn(5, 3, 6, 6)
+    z = model.joint_head(model.backbone(model.transform(x)))
+    torch.testing.assert_close(model.predict(x, "aggregated"), aggregate_logits(z, 4))
+    torch.testing.assert_close(model.predict(x, "single"), z.view(5, 4, 3, 4)[:, 0, :, 0])
+    assert model.predict(x, "distilled").shape == (5, 3)
+    assert model.modes() == ("single", "aggregated", "distilled")
+    with pytest.raises(ValueError, match="unknown predict mode 'avg'"):
+        model.predict(x, "avg")
+    with pytest.raises(ValueError, match="distill=True"):
+        tiny().predict(x, "distilled")
+
+
+def test_sd_loss_added_and_teacher_detached_in_total():
+    model = tiny(transform="rotation", distill=True, temperature=2.0)
+    x, y = torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 1])
+    out = model(x, y)
+    assert out["loss"].item() == pytest.approx(
+        (F.cross_entropy(out["joint_logits"], out["y_joint"]) + out["sd_loss"]).item(), rel=1e-6
+    )
+
+
+def test_baseline_m1_is_plain_ce():
+    model = tiny(transform="none")
+    x, y = torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 1])
+    out = model(x, y)
+    logits = model.joint_head(model.backbone(x))
+    torch.testing.assert_close(out["loss"], F.cross_entropy(logits, y))
+    torch.testing.assert_close(model.predict(x, "single"), logits)
+    assert model.modes() == ("single",)
+
+
+def test_subset_training_cost_and_errors():
+    model = tiny(transform="rotation", subset_k=2)
+    out = model(torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 1]))
+    assert out["joint_logits"].shape == (8, 12)
+    with pytest.raises(ValueError, match="subset_k must be in"):
+        tiny(transform="rotation", subset_k=5)
+    with pytest.raises(ValueError, match="self-distillation needs"):
+        tiny(transform="rotation", subset_k=2, distill=True)
+
+
+def test_labels_checked():
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        tiny()(torch.randn(2, 3, 6, 6), torch.tensor([0, 3]))
+
+
+def test_custom_criterion_used():
+    calls = []
+
+    def crit(z, t):
+        calls.append((tuple(z.shape), tuple(t.shape)))
+        return z.sum() * 0
+
+    model = tiny(transform="rotation2", criterion=crit)
+    model(torch.randn(2, 3, 6, 6), torch.tensor([0, 1]))
+    assert calls == [((4, 6), (4,))]
+
+
+def test_da_and_mt():
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3, 6, 6), torch.tensor([0, 2])
+    da = DataAugmentation(MLP((3, 6, 6), 8, 1), 3, "rotation")
+    out = da(x, y)
+    logits = da.head(da.backbone(da.transform(x)))
+    torch.testing.assert_close(out["loss"], F.cross_entropy(logits, torch.tensor([0, 0, 0, 0, 2, 2, 2, 2])))
+    mt = MultiTask(MLP((3, 6, 6), 8, 1), 3, "rotation")
+    out = mt(x, y)
+    f = mt.backbone(mt.transform(x))
+    expected = F.cross_entropy(mt.class_head(f), y.repeat_interleave(4)) + F.cross_entropy(
+        mt.transform_head(f), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    )
+    torch.testing.assert_close(out["loss"], expected)
+    assert mt.predict(x).shape == (2, 3) and da.predict(x).shape == (2, 3)
+
+
+def test_backbone_without_out_dim():
+    with pytest.raises(ValueError, match="out_dim"):
+        SLAClassifier(nn.Flatten(), 3)
+    assert SLAClassifier(nn.Flatten(), 3, feat_dim=12).joint_head.in_features == 12
+
+
+def test_resnet_cifar_shapes():
+    net = ResNetCIFAR(20)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+    assert sum(p.numel() for p in ResNetCIFAR(32).parameters()) == pytest.approx(464_154, rel=0.01)
+    with pytest.raises(ValueError, match="6n\\+2"):
+        ResNetCIFAR(21)
+
+
+def test_sla_training_learns_rotations():
+    """A few SGD steps lower the SLA loss (the joint head is trainable end to end)."""
+    torch.manual_seed(0)
+    model = SLAClassifier(MLP((1, 6, 6), 32, 1), 2, "rotation").train()
+    x = torch.rand(16, 1, 6, 6)
+    y = torch.randint(0, 2, (16,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    first = None
+    for _ in range(30):
+        loss = model(x, y)["loss"]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
