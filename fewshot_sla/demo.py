@@ -64,8 +64,14 @@ class SmallCNN(nn.Module):
         def block(cin: int, cout: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
-        self.net = nn.Sequential(*block(in_channels, 32), *block(32, 32), nn.MaxPool2d(2), *block(32, 64),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.net = nn.Sequential(
+            *block(in_channels, 32),
+            *block(32, 32),
+            nn.MaxPool2d(2),
+            *block(32, 64),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.out_dim = 64
 
     def forward(self, x: Tensor) -> Tensor:
@@ -92,8 +98,14 @@ def longtail_digits(cfg: DemoConfig) -> dict[str, Any]:
     test = np.concatenate(test_idx)
     mean, std = x[train_idx].mean(), x[train_idx].std()
     to_t = lambda i: torch.from_numpy((x[i] - mean) / std).unsqueeze(1)  # noqa: E731
-    return {"x_train": to_t(train_idx), "y_train": torch.from_numpy(y[train_idx]), "x_test": to_t(test),
-            "y_test": torch.from_numpy(y[test]), "counts": counts, "classes": [str(c) for c in range(n_cls)]}
+    return {
+        "x_train": to_t(train_idx),
+        "y_train": torch.from_numpy(y[train_idx]),
+        "x_test": to_t(test),
+        "y_test": torch.from_numpy(y[test]),
+        "counts": counts,
+        "classes": [str(c) for c in range(n_cls)],
+    }
 
 
 def build(method: str, cfg: DemoConfig) -> nn.Module:
@@ -114,11 +126,18 @@ def build(method: str, cfg: DemoConfig) -> nn.Module:
     raise ValueError(f"unknown demo method {method!r}; known: baseline, sla, sla_sd, sla_subset, da, mt")
 
 
-LABELS = {("baseline", "single"): "Baseline", ("sla", "single"): "SLA+SI", ("sla", "aggregated"): "SLA+AG",
-          ("sla_sd", "aggregated"): "SLA+SD (AG of its joint head)", ("sla_sd", "distilled"): "SLA+SD",
-          ("sla_sd", "single"): "SLA+SD (SI of its joint head)",
-          ("sla_subset", "single"): "SLA k=2 +SI", ("sla_subset", "aggregated"): "SLA k=2 +AG",
-          ("da", "single"): "DA", ("mt", "single"): "MT"}
+LABELS = {
+    ("baseline", "single"): "Baseline",
+    ("sla", "single"): "SLA+SI",
+    ("sla", "aggregated"): "SLA+AG",
+    ("sla_sd", "aggregated"): "SLA+SD (AG of its joint head)",
+    ("sla_sd", "distilled"): "SLA+SD",
+    ("sla_sd", "single"): "SLA+SD (SI of its joint head)",
+    ("sla_subset", "single"): "SLA k=2 +SI",
+    ("sla_subset", "aggregated"): "SLA k=2 +AG",
+    ("da", "single"): "DA",
+    ("mt", "single"): "MT",
+}
 
 
 def train_one(method: str, data: dict[str, Any], cfg: DemoConfig, progress: Any) -> tuple[nn.Module, float]:
@@ -183,7 +202,9 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     logger = RunLogger(out, to_dict(cfg), wandb_mode=cfg.wandb, name="demo-digits-lt", quiet=True)
     rows: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
-    with tqdm(total=cfg.epochs * len(cfg.methods), desc="demo", unit="epoch", file=sys.stderr, mininterval=2) as progress:
+    with tqdm(
+        total=cfg.epochs * len(cfg.methods), desc="demo", unit="epoch", file=sys.stderr, mininterval=2
+    ) as progress:
         for method in cfg.methods:
             progress.set_postfix_str(method)
             model, secs = train_one(method, data, cfg, progress)
@@ -191,17 +212,27 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                 pred = model.predict(data["x_test"], mode).argmax(1)  # type: ignore[operator]
                 rep = classification_report(data["y_test"], pred, 10, data["counts"])
                 name = LABELS.get((method, mode), f"{method}/{mode}")
-                rows.append({"method": name, "acc": rep["acc"], "many": rep["acc_many"],
-                             "medium": rep["acc_medium"], "few": rep["acc_few"], "train_s": secs,
-                             "per_class_acc": rep["per_class_acc"]})
+                rows.append(
+                    {
+                        "method": name,
+                        "acc": rep["acc"],
+                        "many": rep["acc_many"],
+                        "medium": rep["acc_medium"],
+                        "few": rep["acc_few"],
+                        "train_s": secs,
+                        "per_class_acc": rep["per_class_acc"],
+                    }
+                )
                 key = f"{method}/{mode}"
                 metrics.update({f"test/{key}/{k}": v for k, v in rep.items()})
                 logger.log_per_class(f"per_class/{key}", rep["per_class_acc"], data["classes"], data["counts"])  # type: ignore[arg-type]
     cols = ["method", "acc", "many", "medium", "few", "train_s"]
     table = format_table(rows, cols)
-    header = (f"Long-tailed digits (imbalance {cfg.imbalance_ratio:g}, train counts {data['counts']}, "
-              f"{len(data['y_test'])} balanced test images); {cfg.epochs} epochs, seed {cfg.seed}.\n"
-              "many > 100, medium 20-100, few < 20 training images.\n\n")
+    header = (
+        f"Long-tailed digits (imbalance {cfg.imbalance_ratio:g}, train counts {data['counts']}, "
+        f"{len(data['y_test'])} balanced test images); {cfg.epochs} epochs, seed {cfg.seed}.\n"
+        "many > 100, medium 20-100, few < 20 training images.\n\n"
+    )
     print("\n" + header + table)
     logger.write_text("results.md", header + table + "\n")
     plot = per_class_plot(rows, data["counts"], out / "per_class_acc.png")

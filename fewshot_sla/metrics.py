@@ -20,13 +20,13 @@ __all__ = [
 ]
 
 
-def _np(a) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _np(a) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
     return np.asarray(a)
 
 
-def accuracy(y_true, y_pred) -> float:  # type: ignore[no-untyped-def]
+def accuracy(y_true, y_pred) -> float:
     """Fraction of correct predictions (labels, not logits)."""
     t, p = _np(y_true), _np(y_pred)
     if t.shape != p.shape:
@@ -34,12 +34,12 @@ def accuracy(y_true, y_pred) -> float:  # type: ignore[no-untyped-def]
     return float((t == p).mean()) if t.size else math.nan
 
 
-def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     """``(N, N)`` counts, row = true class, column = predicted class."""
     return _sk_confusion(_np(y_true), _np(y_pred), labels=np.arange(num_classes))
 
 
-def per_class_accuracy(y_true, y_pred, num_classes: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+def per_class_accuracy(y_true, y_pred, num_classes: int) -> np.ndarray:
     """``(N,)`` recall of each class; NaN for a class absent from ``y_true``."""
     cm = confusion_matrix(y_true, y_pred, num_classes).astype(np.float64)
     support = cm.sum(1)
@@ -47,7 +47,7 @@ def per_class_accuracy(y_true, y_pred, num_classes: int) -> np.ndarray:  # type:
         return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
 
 
-def balanced_accuracy(y_true, y_pred) -> float:  # type: ignore[no-untyped-def]
+def balanced_accuracy(y_true, y_pred) -> float:
     """Mean per-class recall over the classes present in ``y_true`` (scikit-learn's definition)."""
     return float(balanced_accuracy_score(_np(y_true), _np(y_pred)))
 
@@ -83,7 +83,7 @@ def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
 
 
 def classification_report(
-    y_true,  # type: ignore[no-untyped-def]
+    y_true,
     y_pred,
     num_classes: int,
     train_counts: Sequence[int] | None = None,

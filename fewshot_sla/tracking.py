@@ -94,7 +94,7 @@ class RunLogger:
         try:
             os.environ.setdefault("WANDB_SILENT", "true")
             self.run = wandb.init(
-                mode=mode,
+                mode=mode,  # type: ignore[arg-type]
                 dir=str(self.out),
                 project=project,
                 name=name,
@@ -154,7 +154,7 @@ class RunLogger:
                 [i, names[i], float(a)] + ([int(train_counts[i])] if train_counts is not None else [])
                 for i, a in enumerate(per_class_acc)
             ]
-            table = wandb.Table(columns=cols, data=rows)
+            table = wandb.Table(columns=list[Any](cols), data=rows)
             self.run.log({key: table, f"{key}_bar": wandb.plot.bar(table, "name", "accuracy", title=key)}, step=step)
         except Exception as e:
             warnings.warn(f"W&B per-class table failed ({type(e).__name__}: {e}); continuing", stacklevel=2)

@@ -62,7 +62,7 @@ def git_commit(path: str | Path | None = None) -> str | None:
         return None
 
 
-def _atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
