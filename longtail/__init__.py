@@ -1,1 +1,30 @@
-"""Long-tailed classification with SLA."""
+"""Long-tailed CIFAR with SLA: data, samplers, imbalance losses and schedules, the benchmark script.
+
+Builds on :mod:`fewshot_sla`; see ``sla-longtail --help`` (``python -m longtail.benchmark``).
+"""
+
+from .data import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    DATASETS,
+    PROFILES,
+    LTData,
+    augment_batch,
+    class_counts,
+    load_cifar_pickles,
+    load_imagefolder,
+    load_longtail,
+    longtail_indices,
+    normalize,
+)
+from .losses import LOSSES, ImbalanceLoss, NormedLinear, cb_weights, drw_weights, head_for, ldam_margins, make_loss
+from .samplers import SAMPLERS, LTSampler, class_probabilities, make_sampler
+from .schedules import LTSchedule, drw_active, ldam_lr, scale_epochs
+
+__all__ = [
+    "CIFAR_MEAN", "CIFAR_STD", "DATASETS", "PROFILES", "LTData", "augment_batch", "class_counts",
+    "load_cifar_pickles", "load_imagefolder", "load_longtail", "longtail_indices", "normalize",
+    "LOSSES", "ImbalanceLoss", "NormedLinear", "cb_weights", "drw_weights", "head_for", "ldam_margins", "make_loss",
+    "SAMPLERS", "LTSampler", "class_probabilities", "make_sampler",
+    "LTSchedule", "drw_active", "ldam_lr", "scale_epochs",
+]

@@ -1,0 +1,579 @@
+"""Long-tailed CIFAR data: class counts, LDAM-DRW subsampling, loading, batch augmentation.
+
+The protocol is LDAM-DRW's (Cao et al., NeurIPS 2019, "Learning Imbalanced Datasets with
+Label-Distribution-Aware Margin Loss"): CIFAR-10/100 training sets are subsampled to an
+exponential (or step) profile ``n_c = int(n_max * (1/ratio)**(c/(C-1)))`` with a fixed seed; the test
+set stays balanced. SLA's long-tail numbers (Lee, Hwang & Shin, ICML 2020, as reported by Chu et al.,
+ECCV 2020) use the same subsets.
+
+Counting and indexing (:func:`class_counts`, :func:`longtail_indices`) are pure functions over label
+arrays, tested without any data. File loading (:func:`load_longtail`) reads torchvision's CIFAR
+pickles or an ImageFolder tree of JPEG/PNG files (decoded once with a thread pool and cached as
+``.npz``). :func:`augment_batch` does the standard CIFAR augmentation (4-pixel zero-padded random
+crop + horizontal flip + normalisation) on a whole uint8 batch tensor, on whatever device it lives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fewshot_sla.utils import DataError
+
+__all__ = [
+    "PROFILES",
+    "DATASETS",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "IMAGE_EXTENSIONS",
+    "class_counts",
+    "longtail_indices",
+    "LTData",
+    "load_longtail",
+    "load_cifar_pickles",
+    "load_imagefolder",
+    "augment_batch",
+    "normalize",
+]
+
+PROFILES = ("exp", "step")
+DATASETS = ("cifar10", "cifar100", "imagefolder")
+# Per-channel statistics LDAM-DRW normalises with (cifar_train.py); kept for comparability.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+_CIFAR_LAYOUT = {
+    # dataset: (folder, train files, test files, meta file, label key, names key)
+    "cifar10": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"],
+        "batches.meta",
+        "labels",
+        "label_names",
+    ),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "meta", "fine_labels", "fine_label_names"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Counting and indexing (pure)
+# --------------------------------------------------------------------------------------------
+
+
+def class_counts(n_max: int, num_classes: int, imbalance_ratio: float, profile: str = "exp") -> list[int]:
+    """Per-class training counts of a long-tailed subset.
+
+    ``exp``: ``n_c = int(n_max * (1/ratio)**(c/(C-1)))`` (computed as LDAM-DRW does, with the
+    imbalance *factor* ``1/ratio``, so the integers match its ``get_img_num_per_cls`` bit for bit).
+    ``step``: the first ``C//2`` classes keep ``n_max``, the others get ``int(n_max/ratio)``.
+    CIFAR-10, ratio 100: ``[5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]`` (12,406 images).
+
+    Args:
+        n_max: images of the largest (first) class.
+        num_classes: ``C``.
+        imbalance_ratio: ``n_max / n_min`` (>= 1; 1 is balanced).
+        profile: ``"exp"`` or ``"step"``.
+
+    Returns:
+        ``C`` non-increasing positive integers.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown imbalance profile {profile!r}; choose one of {list(PROFILES)}")
+    if int(n_max) != n_max or n_max < 1:
+        raise ValueError(f"n_max must be a positive integer, got {n_max!r}")
+    if int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    ratio = float(imbalance_ratio)
+    if not np.isfinite(ratio) or ratio < 1.0:
+        raise ValueError(
+            f"imbalance_ratio must be >= 1 (n_max / n_min; 100 means the rarest class has 1/100 of the "
+            f"largest), got {imbalance_ratio!r}"
+        )
+    factor = 1.0 / ratio  # LDAM-DRW's imb_factor (0.01 for ratio 100)
+    n_max, num_classes = int(n_max), int(num_classes)
+    if profile == "exp":
+        if num_classes == 1:
+            counts = [n_max]
+        else:
+            counts = [int(n_max * factor ** (c / (num_classes - 1.0))) for c in range(num_classes)]
+    else:
+        half = num_classes // 2
+        counts = [n_max] * half + [int(n_max * factor)] * (num_classes - half)
+    empty = [c for c, n in enumerate(counts) if n < 1]
+    if empty:
+        raise ValueError(
+            f"imbalance_ratio={ratio:g} with n_max={n_max} and profile {profile!r} leaves class(es) {empty} "
+            f"with 0 images; use a ratio <= {n_max} (or more images per class)"
+        )
+    return counts
+
+
+def _check_targets(targets: Sequence[int] | np.ndarray | Tensor) -> np.ndarray:
+    if isinstance(targets, Tensor):
+        targets = targets.detach().cpu().numpy()
+    t = np.asarray(targets)
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(f"targets must be a non-empty 1-D array of class indices, got shape {t.shape}")
+    if not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"targets must hold integer class indices, got dtype {t.dtype}")
+    t = t.astype(np.int64)
+    if t.min() < 0:
+        raise ValueError(f"targets must be >= 0, got a minimum of {int(t.min())}")
+    present = np.bincount(t)
+    missing = np.flatnonzero(present == 0).tolist()
+    if missing:
+        raise ValueError(
+            f"targets must use every class 0..{len(present) - 1}; class(es) {missing[:10]} have no image. "
+            "Remap the labels to consecutive indices first"
+        )
+    return t
+
+
+def longtail_indices(
+    targets: Sequence[int] | np.ndarray | Tensor,
+    imbalance_ratio: float,
+    profile: str = "exp",
+    seed: int = 0,
+) -> np.ndarray:
+    """Indices of the long-tailed subset LDAM-DRW's ``IMBALANCECIFAR10/100`` selects.
+
+    Procedure (``imbalance_cifar.py``, reproduced with a local ``np.random.RandomState(seed)`` that
+    yields the same Mersenne-Twister stream as its global ``np.random.seed(rand_number)``): counts from
+    :func:`class_counts` with ``n_max`` = images per class of the balanced set, then for each class
+    ``c`` in increasing order: ``idx = np.where(targets == c)[0]``, shuffle ``idx`` in place, keep
+    ``idx[:n_c]``. The result is the concatenation, in that order (class 0 first), so the subset's
+    image order is LDAM-DRW's too.
+
+    Args:
+        targets: ``(N,)`` integer labels using every class ``0..C-1``.
+        imbalance_ratio: ``n_max / n_min``.
+        profile: ``"exp"`` or ``"step"``.
+        seed: LDAM-DRW's ``rand_number`` (0 in all its published runs).
+
+    Returns:
+        ``(sum_c n_c,)`` int64 indices into ``targets``.
+
+    ``n_max`` is the smallest class size (for a balanced set, the size of every class; LDAM-DRW uses
+    ``len(data) // C``, identical there), so every class can supply its count.
+    """
+    t = _check_targets(targets)
+    per_class = np.bincount(t)
+    counts = class_counts(int(per_class.min()), len(per_class), imbalance_ratio, profile)
+    rng = np.random.RandomState(seed)
+    chosen = []
+    for c, n_c in enumerate(counts):
+        idx = np.where(t == c)[0]
+        rng.shuffle(idx)
+        chosen.append(idx[:n_c])
+    return np.concatenate(chosen).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LTData:
+    """A long-tailed training set and its balanced test set, as uint8 tensors.
+
+    Attributes:
+        train_images: ``(N_train, 3, H, W)`` uint8 (32x32 for CIFAR), already subsampled.
+        train_labels: ``(N_train,)`` int64.
+        test_images: ``(N_test, 3, H, W)`` uint8, the full balanced test split.
+        test_labels: ``(N_test,)`` int64.
+        class_names: ``C`` names, index = label.
+        counts: per-class training counts after subsampling (``C`` ints).
+    """
+
+    train_images: Tensor
+    train_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    class_names: list[str]
+    counts: list[int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __repr__(self) -> str:
+        return (
+            f"LTData({self.num_classes} classes, train {tuple(self.train_images.shape)} "
+            f"(counts {self.counts[0]}..{self.counts[-1]}), test {tuple(self.test_images.shape)})"
+        )
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"missing CIFAR file {path}")
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="latin1")  # the format torchvision downloads (Python-2 pickles)
+    except Exception as e:  # truncated / not a pickle
+        raise DataError(
+            f"corrupt CIFAR pickle {path} ({type(e).__name__}: {e}); delete the folder and download it "
+            "again (load_longtail(..., download=True))"
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"corrupt CIFAR pickle {path}: expected a dict, got {type(obj).__name__}")
+    return obj
+
+
+def load_cifar_pickles(
+    dataset: str, root: str | Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Read torchvision's ``cifar-10-batches-py`` / ``cifar-100-python`` pickles under ``root``.
+
+    Returns:
+        ``(train_x (50000,3,32,32) uint8, train_y (50000,) int64, test_x, test_y, class_names)``
+        (fine labels for CIFAR-100).
+    """
+    if dataset not in _CIFAR_LAYOUT:
+        raise ValueError(f"unknown CIFAR dataset {dataset!r}; choose one of {list(_CIFAR_LAYOUT)}")
+    folder, train_files, test_files, meta_file, label_key, names_key = _CIFAR_LAYOUT[dataset]
+    base = Path(root) / folder
+    expected = train_files + test_files + [meta_file]
+    missing = [f for f in expected if not (base / f).is_file()]
+    if missing:
+        raise DataError(
+            f"{Path(root)} is not a {dataset} layout: expected {base}/{{{', '.join(expected)}}} "
+            f"(torchvision's format), missing {missing}. Pass the folder that contains {folder}/, "
+            "or download=True"
+        )
+
+    def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for name in files:
+            entry = _unpickle(base / name)
+            if "data" not in entry or label_key not in entry:
+                raise DataError(f"corrupt CIFAR pickle {base / name}: no 'data'/{label_key!r} entries")
+            x = np.asarray(entry["data"], dtype=np.uint8)
+            y = np.asarray(entry[label_key], dtype=np.int64)
+            if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
+                raise DataError(
+                    f"corrupt CIFAR pickle {base / name}: data {x.shape} / labels {y.shape}, "
+                    "expected (n, 3072) and (n,)"
+                )
+            xs.append(x.reshape(-1, 3, 32, 32))
+            ys.append(y)
+        return np.concatenate(xs), np.concatenate(ys)
+
+    train_x, train_y = read(train_files)
+    test_x, test_y = read(test_files)
+    meta = _unpickle(base / meta_file)
+    if names_key not in meta:
+        raise DataError(f"corrupt CIFAR meta file {base / meta_file}: no {names_key!r} entry")
+    names = [str(n) for n in meta[names_key]]
+    for split, y in (("train", train_y), ("test", test_y)):
+        if y.min() < 0 or y.max() >= len(names):
+            raise DataError(f"{base}: {split} labels outside [0, {len(names)}) of the meta file's class list")
+    return train_x, train_y, test_x, test_y, names
+
+
+def _download_cifar(dataset: str, root: Path) -> None:
+    import torchvision  # the user asked for a download: torchvision's downloader (md5-checked)
+
+    cls = torchvision.datasets.CIFAR10 if dataset == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        cls(str(root), train=True, download=True)
+    except Exception as e:
+        raise DataError(
+            f"downloading {dataset} into {root} failed ({type(e).__name__}: {e}); without internet, copy "
+            f"torchvision's {_CIFAR_LAYOUT[dataset][0]}/ folder into {root}"
+        ) from None
+
+
+def _list_split(split_dir: Path) -> tuple[list[str], list[list[Path]], str]:
+    """Sorted class folders, their sorted image files, and a hash of (class, name, size) for the cache key."""
+    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    files, h = [], hashlib.sha1()
+    for c in classes:
+        entries = sorted(
+            (
+                e
+                for e in os.scandir(split_dir / c)
+                if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+            ),
+            key=lambda e: e.name,
+        )
+        for e in entries:
+            h.update(f"{c}/{e.name}:{e.stat().st_size}\n".encode())
+        files.append([Path(e.path) for e in entries])
+    return classes, files, h.hexdigest()[:16]
+
+
+def _decode_one(path: Path) -> Tensor:
+    """One image -> ``(3, H, W)`` uint8 (torchvision's decoder, PIL as the fallback for odd files)."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(torch.from_numpy(np.fromfile(path, dtype=np.uint8)), mode=ImageReadMode.RGB)
+    except Exception:
+        pass
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    except Exception as e:
+        raise DataError(f"cannot decode image {path} ({type(e).__name__}: {e}); replace or delete it") from None
+
+
+def _decode_chunk(paths: list[Path]) -> list[Tensor]:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if all(p.suffix.lower() in (".jpg", ".jpeg") for p in paths):
+        try:  # one batched call: about 2x faster than PIL image by image
+            data = [torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p in paths]
+            return list(decode_jpeg(data, mode=ImageReadMode.RGB))
+        except Exception:  # find (and name) the bad file below
+            pass
+    return [_decode_one(p) for p in paths]
+
+
+def _decode_all(paths: list[Path], desc: str, workers: int, progress: bool, chunk: int = 512) -> np.ndarray:
+    from tqdm import tqdm
+
+    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+    images: list[Tensor] = []
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar,
+    ):
+        for out in pool.map(_decode_chunk, chunks):  # the decoders release the GIL
+            images.extend(out)
+            bar.update(len(out))
+    first = images[0].shape
+    bad = next((i for i, a in enumerate(images) if a.shape != first), None)
+    if bad is not None:
+        raise DataError(
+            f"images of different sizes: {paths[0]} is {tuple(first[1:])} but {paths[bad]} is "
+            f"{tuple(images[bad].shape[1:])}; resize them all to one size (32x32 for CIFAR)"
+        )
+    return torch.stack(images).numpy()  # (N, 3, H, W)
+
+
+def _default_cache_dir(root: Path) -> Path | None:
+    d = root / ".fewshot_sla_cache"
+    try:
+        d.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return d if os.access(d, os.W_OK) else None
+
+
+def _load_split_images(
+    split_dir: Path, files: list[list[Path]], key: str, cache_dir: Path | None, progress: bool, workers: int
+) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.concatenate([np.full(len(fs), c, dtype=np.int64) for c, fs in enumerate(files)])
+    cache = None
+    if cache_dir is not None:
+        cache = cache_dir / f"{split_dir.name}-{key}.npz"
+        if cache.is_file():
+            try:
+                with np.load(cache) as z:
+                    x = z["images"]
+                if len(x) == len(labels):
+                    return x, labels
+            except Exception:  # a half-written or foreign file: decode again and overwrite it
+                pass
+    x = _decode_all([p for fs in files for p in fs], f"decode {split_dir.name}", workers, progress)
+    if cache is not None:
+        tmp: str | None = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".npz")
+            os.close(fd)
+            np.savez(tmp, images=x)  # uncompressed: loading is a memcpy (~1 s for 60,000 images)
+            os.replace(tmp, cache)
+        except OSError:  # a read-only or full disk only costs the cache
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+    return x, labels
+
+
+def load_imagefolder(
+    root: str | Path,
+    cache_dir: str | Path | None | Literal[False] = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Read ``root/{train,test}/<class>/*.{jpg,jpeg,png}`` (torchvision ImageFolder convention).
+
+    Classes are the sorted folder names, files are sorted by name (for a CIFAR JPEG copy named
+    ``NNNN.jpg`` that is CIFAR's within-class order, so LDAM-DRW's subsets come out the same). Decoded
+    arrays are cached per split as ``<cache_dir>/<split>-<hash of file names and sizes>.npz``.
+
+    Args:
+        root: folder holding ``train/`` and ``test/``.
+        cache_dir: where to cache; None = ``root/.fewshot_sla_cache/`` if writable; False = no cache.
+        progress: show a tqdm bar while decoding.
+        workers: decoding threads (default ``min(8, cpu count)``).
+
+    Returns:
+        ``(train_x (N,3,H,W) uint8, train_y (N,) int64, test_x, test_y, class_names)``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder root {root} does not exist; pass the folder holding train/ and test/")
+    missing = [s for s in ("train", "test") if not (root / s).is_dir()]
+    if missing:
+        raise DataError(
+            f"{root} is not an ImageFolder layout: expected {root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg "
+            f"(or .png), missing folder(s) {missing}"
+        )
+    if cache_dir is None:
+        cdir = _default_cache_dir(root)
+    elif cache_dir is False:
+        cdir = None
+    else:
+        cdir = Path(cache_dir)
+        cdir.mkdir(parents=True, exist_ok=True)
+    workers = workers or min(8, os.cpu_count() or 1)
+    out: list = []
+    names: dict[str, list[str]] = {}
+    for split in ("train", "test"):
+        classes, files, key = _list_split(root / split)
+        if not classes:
+            raise DataError(f"{root / split} has no class folders; expected {root / split}/<class>/*.jpg")
+        empty = [c for c, fs in zip(classes, files) if not fs]
+        if empty:
+            raise DataError(
+                f"class folder(s) {empty[:5]} under {root / split} hold no {'/'.join(IMAGE_EXTENSIONS)} images"
+            )
+        names[split] = classes
+        out.extend(_load_split_images(root / split, files, key, cdir, progress, workers))
+    if names["train"] != names["test"]:
+        only_train = sorted(set(names["train"]) - set(names["test"]))
+        only_test = sorted(set(names["test"]) - set(names["train"]))
+        raise DataError(
+            f"train and test class folders under {root} differ (only in train: {only_train[:5]}, only in test: "
+            f"{only_test[:5]}); both splits need the same class folders"
+        )
+    if out[0].shape[1:] != out[2].shape[1:]:
+        raise DataError(f"train images are {out[0].shape[1:]} but test images are {out[2].shape[1:]} under {root}")
+    return out[0], out[1], out[2], out[3], names["train"]
+
+
+def load_longtail(
+    dataset: str,
+    root: str | Path,
+    imbalance_ratio: float = 100.0,
+    profile: str = "exp",
+    seed: int = 0,
+    download: bool = False,
+    cache_dir: str | Path | None | Literal[False] = None,
+    progress: bool = True,
+) -> LTData:
+    """Load a long-tailed training set (LDAM-DRW protocol) and the balanced test set.
+
+    Args:
+        dataset: ``"cifar10"`` / ``"cifar100"`` (torchvision's pickles in ``root/cifar-10-batches-py``
+            or ``root/cifar-100-python``) or ``"imagefolder"`` (``root/{train,test}/<class>/*.jpg``).
+        root: the data folder.
+        imbalance_ratio: ``n_max / n_min`` (100 and 10 in the papers; 1 keeps every image).
+        profile: ``"exp"`` or ``"step"``.
+        seed: subsampling seed (LDAM-DRW's ``rand_number``; 0 reproduces its subsets).
+        download: cifar only: fetch with torchvision's downloader when missing.
+        cache_dir: imagefolder only: decoded-array cache (None = ``root/.fewshot_sla_cache`` if
+            writable, False = off).
+        progress: show a progress bar while decoding images.
+
+    Returns:
+        :class:`LTData` with uint8 ``(N, 3, H, W)`` images and int64 labels.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
+    root = Path(root).expanduser()
+    if dataset == "imagefolder":
+        train_x, train_y, test_x, test_y, names = load_imagefolder(root, cache_dir=cache_dir, progress=progress)
+    else:
+        if download and not (root / _CIFAR_LAYOUT[dataset][0]).is_dir():
+            root.mkdir(parents=True, exist_ok=True)
+            _download_cifar(dataset, root)
+        if not root.is_dir():
+            raise DataError(
+                f"data root {root} does not exist; pass the folder containing {_CIFAR_LAYOUT[dataset][0]}/ "
+                "or use download=True"
+            )
+        train_x, train_y, test_x, test_y, names = load_cifar_pickles(dataset, root)
+    if len(np.unique(train_y)) != len(names):
+        raise DataError(f"{root}: the training split uses {len(np.unique(train_y))} of {len(names)} classes")
+    idx = longtail_indices(train_y, imbalance_ratio, profile, seed)
+    sub_y = train_y[idx]
+    return LTData(
+        train_images=torch.from_numpy(np.ascontiguousarray(train_x[idx])),
+        train_labels=torch.from_numpy(sub_y),
+        test_images=torch.from_numpy(np.ascontiguousarray(test_x)),
+        test_labels=torch.from_numpy(test_y.astype(np.int64)),
+        class_names=list(names),
+        counts=np.bincount(sub_y, minlength=len(names)).tolist(),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Batch augmentation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_uint8_batch(x: Tensor, what: str) -> None:
+    if not isinstance(x, Tensor) or x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
+        got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{what}: expected a uint8 tensor (B, 3, H, W) of raw pixels, got {got}")
+
+
+def normalize(x: Tensor) -> Tensor:
+    """``(B, 3, H, W)`` uint8 -> float32 ``(x/255 - CIFAR_MEAN) / CIFAR_STD`` (test-time transform)."""
+    _check_uint8_batch(x, "normalize")
+    mean = torch.tensor(CIFAR_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD, device=x.device).view(1, 3, 1, 1)
+    return (x.float().div_(255.0) - mean).div_(std)
+
+
+def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
+    """CIFAR training augmentation on a whole batch: random crop with zero padding, flip, normalise.
+
+    Equivalent in distribution to torchvision's ``RandomCrop(H, padding=4)`` +
+    ``RandomHorizontalFlip()`` + ``ToTensor()`` + ``Normalize(CIFAR_MEAN, CIFAR_STD)`` per image:
+    each image gets its own offsets ``(dy, dx)`` uniform in ``[0, 2*padding]`` and a fair flip coin.
+    Implemented as one zero-pad and one gather (the flip is folded into the column index), so it runs
+    on the batch's device.
+
+    Args:
+        x: ``(B, 3, H, W)`` uint8.
+        generator: a seeded ``torch.Generator`` (its device is where the random draws are made).
+        padding: zero padding on each side (4 for CIFAR).
+
+    Returns:
+        ``(B, 3, H, W)`` float32, normalised.
+    """
+    _check_uint8_batch(x, "augment_batch")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"augment_batch: pass a torch.Generator (seeded), got {type(generator).__name__}")
+    b, _, h, w = x.shape
+    gdev = generator.device
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gdev).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gdev).to(x.device)
+    flip = (torch.rand(b, generator=generator, device=gdev) < 0.5).to(x.device)
+    xp = torch.nn.functional.pad(x, (padding, padding, padding, padding))  # zeros, like RandomCrop(fill=0)
+    ar_h = torch.arange(h, device=x.device)
+    ar_w = torch.arange(w, device=x.device)
+    rows = dy[:, None] + ar_h  # (B, H)
+    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)  # (B, W), flipped where drawn
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(3, device=x.device)[None, :, None, None]
+    out = xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]  # (B, 3, H, W)
+    return normalize(out)
