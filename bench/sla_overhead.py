@@ -76,8 +76,8 @@ def bench(device: torch.device, batch: int, repeats: int, channels_last: bool) -
     res["train/baseline_bm"] = timeit(train_step(models["baseline"], x_big, y_big), repeats, device)
     with torch.no_grad():
         for name, mode in (("baseline", "single"), ("sla", "single"), ("sla_sd", "distilled"), ("sla", "aggregated")):
-            m = models[name].eval()
-            res[f"infer/{name}/{mode}"] = timeit(lambda m=m, mode=mode: m.predict(x, mode), repeats, device)
+            model = models[name].eval()
+            res[f"infer/{name}/{mode}"] = timeit(lambda mdl=model, md=mode: mdl.predict(x, md), repeats, device)
         res["infer/baseline_bm"] = timeit(lambda: models["baseline"].predict(x_big, "single"), repeats, device)
     b_train, b_inf = res["train/baseline"], res["infer/baseline/single"]
     rows = [
