@@ -1,0 +1,179 @@
+"""Episode sampler, SLA episode wrapper and ProtoNet against plain loops; Omniglot on the real data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from episodes import EpisodeSampler, ProtoNet, SLAEpisode, class_index, episode_labels, prototypes, split_episode
+from episodes.data import load_fewshot, omniglot_split
+from episodes.train import FewShotConfig, main, run
+from fewshot_sla.utils import read_json
+
+LABELS = np.repeat(np.arange(10), [5, 6, 7, 8, 9, 10, 11, 12, 13, 14])
+
+
+def test_episode_layout_and_counts():
+    s = EpisodeSampler(LABELS, ways=4, shots=2, queries=3, episodes=7, seed=1)
+    eps = list(s)
+    assert len(eps) == 7 and all(e.dtype == torch.int64 and len(e) == 4 * 5 for e in eps)
+    for e_idx, e in enumerate(eps):
+        y = LABELS[e.numpy()]
+        support, query = y[:8].reshape(4, 2), y[8:].reshape(4, 3)
+        assert (support == support[:, :1]).all() and (query == query[:, :1]).all()  # class-major
+        assert (support[:, 0] == query[:, 0]).all() and len(set(support[:, 0])) == 4  # same, distinct classes
+        assert (support[:, 0] == s.episode_classes(e_idx)).all()
+        assert len(set(e.tolist())) == 20  # support and query disjoint, no repeats
+
+
+def test_sampler_deterministic_and_set_epoch():
+    a = [e.tolist() for e in EpisodeSampler(LABELS, 3, 1, 2, 5, seed=0)]
+    b = EpisodeSampler(LABELS, 3, 1, 2, 5, seed=0)
+    assert [e.tolist() for e in b] == a
+    assert b.episode(3).tolist() == a[3]  # independent of iteration history
+    b.set_epoch(1)
+    assert [e.tolist() for e in b] != a
+    assert [e.tolist() for e in EpisodeSampler(LABELS, 3, 1, 2, 5, seed=1)] != a
+
+
+def test_sampler_as_batch_sampler():
+    ds = TensorDataset(torch.arange(len(LABELS)), torch.from_numpy(LABELS))
+    s = EpisodeSampler(LABELS, 2, 1, 1, 3)
+    batches = list(DataLoader(ds, batch_sampler=s))
+    assert [b[0].tolist() for b in batches] == [e.tolist() for e in s]
+
+
+def test_sampler_errors():
+    with pytest.raises(ValueError, match="ways=11 but the split has only 10 classes"):
+        EpisodeSampler(LABELS, 11, 1, 1, 1)
+    with pytest.raises(ValueError, match="shots \\+ queries = 6 but class 0 has only 5 items"):
+        EpisodeSampler(LABELS, 2, 1, 5, 1)
+    with pytest.raises(ValueError, match="shots must be >= 1"):
+        EpisodeSampler(LABELS, 2, 0, 5, 1)
+
+
+def test_class_index_and_labels():
+    idx = class_index([2, 0, 2, 1])
+    assert [i.tolist() for i in idx] == [[1], [3], [0, 2]]
+    sy, qy = episode_labels(3, 2, 1)
+    assert sy.tolist() == [0, 0, 1, 1, 2, 2] and qy.tolist() == [0, 1, 2]
+    x = torch.arange(9)
+    assert [t.tolist() for t in split_episode(x, 3, 2, 1)] == [[0, 1, 2, 3, 4, 5], [6, 7, 8]]
+
+
+def test_prototypes_and_protonet_against_loop():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(6, 4, generator=g)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    loop = torch.stack([f[y == c].mean(0) for c in range(3)])
+    torch.testing.assert_close(prototypes(f, y, 3), loop)
+    net = ProtoNet(torch.nn.Flatten())
+    q = torch.randn(2, 4, generator=g)
+    logits = net(f, y, q)
+    for i in range(2):
+        for c in range(3):
+            assert logits[i, c].item() == pytest.approx(-((q[i] - loop[c]) ** 2).sum().item(), rel=1e-5)
+
+
+def test_sla_episode_against_loop():
+    sla = SLAEpisode("rotation")
+    sx, qx = torch.randn(4, 1, 5, 5), torch.randn(2, 1, 5, 5)
+    sy, qy = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 0])
+    ex = sla.expand(sx, sy, qx, qy)
+    assert sla.ways_joint(2) == 8 and ex[0].shape == (16, 1, 5, 5) and ex[2].shape == (8, 1, 5, 5)
+    for b in range(4):
+        for j in range(4):
+            assert torch.equal(ex[0][b * 4 + j], torch.rot90(sx[b], j, dims=(-2, -1)))
+            assert ex[1][b * 4 + j] == sy[b] * 4 + j
+    assert ex[3].tolist() == [4, 5, 6, 7, 0, 1, 2, 3]
+    z = torch.randn(8, 8)
+    agg = sla.aggregate(z)
+    for q in range(2):
+        for c in range(2):
+            assert agg[q, c].item() == pytest.approx(sum(z[q * 4 + j, c * 4 + j].item() for j in range(4)) / 4)
+    assert torch.equal(sla.single(z), z[::4, ::4])
+
+
+def test_protonet_with_sla_learns_a_toy_episode():
+    """ProtoNet on the N*M-way episode separates rotated copies of two toy patterns."""
+    torch.manual_seed(0)
+    base = torch.zeros(2, 1, 6, 6)
+    base[0, 0, 0, :3] = 1
+    base[1, 0, 3:, 5] = 1
+    sla = SLAEpisode("rotation")
+    sx, sy, qx, qy = sla.expand(base, torch.tensor([0, 1]), base + 0.05 * torch.randn(2, 1, 6, 6), torch.tensor([0, 1]))
+    logits = ProtoNet(torch.nn.Flatten())(sx, sy, qx, ways=8)
+    assert (logits.argmax(1) == qy).all()
+
+
+def test_vinyals_split_package_data_matches_shared(shared_data):
+    for split, n in (("train", 1028), ("val", 172), ("test", 423)):
+        ours = omniglot_split(split)
+        assert len(ours) == n
+        ref = json.loads((shared_data / "omniglot" / "vinyals" / f"{split}.json").read_text())
+        expected = sorted(
+            (f"images_{p}", a, int(c.replace("character", "")))
+            for p, al in ref.items()
+            for a, cs in al.items()
+            for c in cs
+        )
+        assert ours == expected
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_omniglot_loader_real(omniglot_root):
+    d = load_fewshot("omniglot", omniglot_root, "val")
+    assert d.images.shape == (172 * 20, 1, 28, 28) and d.images.dtype == torch.uint8
+    assert d.num_classes == 172 and d.labels.bincount().tolist() == [20] * 172
+    from PIL import Image
+
+    first = sorted((omniglot_root / "omniglot-py" / d.class_names[0]).glob("*.png"))[0]
+    direct = 255 - np.asarray(Image.open(first).convert("L").resize((28, 28), Image.Resampling.LANCZOS))
+    assert np.array_equal(d.images[0, 0].numpy(), direct)
+
+
+def test_bad_input_errors(tmp_path, capsys):
+    assert main(["--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
+    assert "Omniglot not found" in capsys.readouterr().err
+    assert main(["--learner", "maml", "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
+    assert "not implemented yet" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_colour_permutation_on_omniglot_is_a_clear_error(omniglot_root, tmp_path, capsys):
+    rc = main(
+        ["--data-root", str(omniglot_root), "--transform", "color_perm", "--out", str(tmp_path), "--wandb", "disabled"]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "3-channel" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_tiny_end_to_end_and_resume(omniglot_root, tmp_path):
+    kw = dict(
+        data_root=str(omniglot_root),
+        train_episodes=6,
+        val_every=3,
+        val_episodes=2,
+        test_episodes=4,
+        queries=2,
+        checkpoint_every=1,
+        wandb="disabled",
+        num_threads=1,
+    )
+    a = run(FewShotConfig(out=str(tmp_path / "a"), **kw))
+    for k in ("test/acc_single", "test/acc_single_ci95", "test/acc_agg", "test/acc_agg_ci95", "val/best_acc"):
+        assert 0.0 <= a[k] <= 1.0
+    assert len(a["test/per_class_acc"]) == 423
+    part = run(FewShotConfig(out=str(tmp_path / "b"), stop_after=3, **kw))
+    assert part == {"episodes_done": 3}
+    b = run(FewShotConfig(out=str(tmp_path / "b"), resume=True, **kw))
+    assert {k: v for k, v in a.items() if k != "test/per_class_acc"} == {
+        k: v for k, v in b.items() if k != "test/per_class_acc"
+    }
+    assert read_json(tmp_path / "b" / "metrics.json")["config"]["resume"] is True
