@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml scripts/install.sh scripts/build_learn2learn.sh
 
 demo: $(STAMP)
 	WANDB_SILENT=true $(PY) -m fewshot_sla.demo --out runs/demo
+	$(PY) -m episodes.demo
 
 test: $(STAMP)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q

@@ -177,3 +177,11 @@ def test_tiny_end_to_end_and_resume(omniglot_root, tmp_path):
         k: v for k, v in b.items() if k != "test/per_class_acc"
     }
     assert read_json(tmp_path / "b" / "metrics.json")["config"]["resume"] is True
+
+
+def test_fewshot_demo_tiny():
+    from episodes.demo import run as demo_run
+
+    rows = demo_run(episodes=3, test_episodes=4)
+    assert [r["method"] for r in rows] == ["Baseline", "SLA+SI", "SLA+AG"]
+    assert all(0.0 <= r["5-way 1-shot acc"] <= 1.0 and r["ci95"] >= 0 for r in rows)
