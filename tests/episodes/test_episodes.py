@@ -138,8 +138,12 @@ def test_omniglot_loader_real(omniglot_root):
 def test_bad_input_errors(tmp_path, capsys):
     assert main(["--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
     assert "Omniglot not found" in capsys.readouterr().err
-    assert main(["--learner", "maml", "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    assert main(["--learner", "snail", "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
+    assert "unknown learner 'snail'; choose one of protonet, r2d2, maml, fomaml, metasgd, anil" in capsys.readouterr().err
+    assert main(["--learner", "maml", "--test-ways", "20", "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
+    assert "fixed 5-way head: --test-ways must equal --ways" in capsys.readouterr().err
+    assert main(["--backbone", "vit", "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
+    assert "unknown backbone 'vit'; choose one of conv4, resnet12" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -1,0 +1,291 @@
+"""R2D2's ridge head against the primal closed form and a per-class loop; ResNet-12 shapes; the
+learn2learn learners (MAML, FOMAML, Meta-SGD, ANIL) adapt, with and without SLA, and match
+hand-computed inner updates and outer gradients on a linear model."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from episodes import Conv4, ProtoNet, SLAEpisode
+from episodes.backbones import BACKBONES, ResNet12, make_backbone
+from episodes.maml import ALGORITHMS, Learn2LearnMissing, MAMLLearner
+from episodes.r2d2 import R2D2, ridge_head
+
+
+@pytest.fixture
+def l2l():
+    return pytest.importorskip("learn2learn")
+
+
+def mlp(in_dim: int, hidden: int = 16) -> nn.Sequential:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(in_dim, hidden), nn.ReLU())
+    net.out_dim = hidden  # type: ignore[assignment]
+    return net
+
+
+def toy_episode(ways=3, shots=5, queries=5, side=4, seed=0):
+    """Gaussian clusters as ``(B, 1, side, side)`` images: support, support labels, query, query labels."""
+    g = torch.Generator().manual_seed(seed)
+    centers = 2.0 * torch.randn(ways, side * side, generator=g)
+
+    def draw(k):
+        y = torch.arange(ways).repeat_interleave(k)
+        x = centers[y] + 0.5 * torch.randn(ways * k, side * side, generator=g)
+        return x.view(-1, 1, side, side), y
+
+    return (*draw(shots), *draw(queries))
+
+
+# --- R2D2 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("s,d", [(10, 20), (30, 5)])
+def test_ridge_head_equals_primal_closed_form(s, d):
+    g = torch.Generator().manual_seed(0)
+    x, xq = torch.randn(s, d, generator=g, dtype=torch.float64), torch.randn(7, d, generator=g, dtype=torch.float64)
+    y = torch.arange(s) % 4
+    lam = 0.7
+    onehot = F.one_hot(y, 4).double()
+    w_primal = torch.linalg.solve(x.T @ x + lam * torch.eye(d, dtype=torch.float64), x.T @ onehot)  # (D, N)
+    torch.testing.assert_close(ridge_head(x, y, xq, 4, lam), xq @ w_primal)
+
+
+def test_ridge_head_against_per_class_loop_and_batched():
+    g = torch.Generator().manual_seed(1)
+    x, xq = (
+        torch.randn(3, 6, 12, generator=g, dtype=torch.float64),
+        torch.randn(3, 5, 12, generator=g, dtype=torch.float64),
+    )
+    y = torch.tensor([[0, 0, 1, 1, 2, 2], [2, 1, 0, 2, 1, 0], [0, 1, 2, 0, 1, 2]])
+    lam = torch.tensor(2.0, dtype=torch.float64)
+    out = ridge_head(x, y, xq, 3, lam)
+    assert out.shape == (3, 5, 3)
+    for b in range(3):
+        gram = x[b] @ x[b].T + lam * torch.eye(6, dtype=torch.float64)
+        for c in range(3):
+            w_c = x[b].T @ torch.linalg.solve(gram, (y[b] == c).double())  # (D,)
+            torch.testing.assert_close(out[b, :, c], xq[b] @ w_c)
+
+
+def test_ridge_head_rejects_mismatched_labels():
+    with pytest.raises(ValueError, match="disagree"):
+        ridge_head(torch.randn(4, 3), torch.zeros(5, dtype=torch.long), torch.randn(2, 3), 2, 1.0)
+
+
+def test_r2d2_shape_and_gradients():
+    torch.manual_seed(0)
+    sx, sy, qx, qy = toy_episode()
+    model = R2D2(mlp(16), init_lambda=1.0, init_scale=2.0)
+    z = model(sx, sy, qx)  # ways inferred
+    assert z.shape == (15, 3)
+    torch.testing.assert_close(model.lam, torch.tensor(1.0))
+    F.cross_entropy(z, qy).backward()
+    for p in [*model.encoder.parameters(), model.log_lambda, model.log_alpha, model.beta]:
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_r2d2_with_sla_and_same_signature_as_protonet():
+    sx, sy, qx, qy = toy_episode(side=6)
+    sla = SLAEpisode("rotation")
+    sx, sy, qx, qy = sla.expand(sx, sy, qx, qy)
+    for model in (R2D2(mlp(36)), ProtoNet(mlp(36))):
+        z = model(sx, sy, qx, ways=sla.ways_joint(3))
+        assert z.shape == (15 * 4, 12) and sla.aggregate(z).shape == (15, 3)
+
+
+# --- backbones -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [28, 32, 84])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_resnet12_output_is_640_for_any_size(size, channels):
+    net = ResNet12(channels).eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, channels, size, size)).shape == (2, 640)
+    assert net.out_dim == 640
+
+
+def test_resnet12_narrow_dropout_and_gradient():
+    net = ResNet12(3, channels=(8, 8, 16, 16), drop_rate=0.1)
+    out = net(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 16) and net.out_dim == 16
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    with pytest.raises(ValueError, match="4 block widths"):
+        ResNet12(3, channels=(8, 16))
+
+
+def test_make_backbone():
+    assert BACKBONES == ("conv4", "resnet12")
+    c4 = make_backbone("conv4", 1, 28)
+    assert isinstance(c4, Conv4) and c4.out_dim == 64
+    assert make_backbone("conv4", 3, 84).out_dim == 1600
+    r = make_backbone("resnet12", 3, 84)
+    assert isinstance(r, ResNet12) and r.out_dim == 640
+    with pytest.raises(ValueError, match="conv4, resnet12"):
+        make_backbone("resnet18", 3, 84)
+
+
+# --- learn2learn learners ------------------------------------------------------------------------
+
+
+def test_import_does_not_pull_learn2learn():
+    code = "import sys, episodes, episodes.maml, episodes.r2d2, episodes.backbones; print('learn2learn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_missing_learn2learn_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "learn2learn", None)  # makes `import learn2learn` fail
+    with pytest.raises(Learn2LearnMissing, match="scripts/build_learn2learn.sh") as e:
+        MAMLLearner(mlp(16), 3)
+    assert isinstance(e.value, ImportError)
+
+
+def query_loss_before_after(learner, sx, sy, qx, qy):
+    before = F.cross_entropy(learner.head(learner.encoder(qx)), qy).item()
+    after = F.cross_entropy(learner(sx, sy, qx), qy).item()
+    return before, after
+
+
+@pytest.mark.l2l
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_adaptation_lowers_query_loss(l2l, algorithm):
+    torch.manual_seed(0)
+    sx, sy, qx, qy = toy_episode()
+    learner = MAMLLearner(mlp(16), 3, algorithm, inner_lr=0.3, inner_steps=5)
+    before, after = query_loss_before_after(learner, sx, sy, qx, qy)
+    assert after < 0.8 * before
+
+
+@pytest.mark.l2l
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_adaptation_with_sla(l2l, algorithm):
+    torch.manual_seed(0)
+    sla = SLAEpisode("rotation")
+    sx, sy, qx, qy = sla.expand(*toy_episode(side=6))
+    learner = MAMLLearner(mlp(36, 32), sla.ways_joint(3), algorithm, inner_lr=0.3, inner_steps=5)
+    before, after = query_loss_before_after(learner, sx, sy, qx, qy)
+    assert after < 0.8 * before
+    z = learner(sx, sy, qx, ways=sla.ways_joint(3))
+    assert z.shape == (15 * 4, 12) and sla.aggregate(z).shape == (15, 3) and sla.single(z).shape == (15, 3)
+    with pytest.raises(ValueError, match="ways = N\\*M"):
+        learner(sx, sy, qx, ways=3)
+
+
+@pytest.mark.l2l
+def test_meta_training_lowers_post_adaptation_loss(l2l):
+    torch.manual_seed(0)
+    sx, sy, qx, qy = toy_episode(seed=3)
+    learner = MAMLLearner(mlp(16), 3, "maml", inner_lr=0.1, inner_steps=1)
+    opt = torch.optim.Adam(learner.parameters(), lr=0.02)
+    losses = []
+    for _ in range(15):
+        loss = F.cross_entropy(learner(sx, sy, qx), qy)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def linear_task():
+    g = torch.Generator().manual_seed(0)
+    return (
+        torch.randn(6, 4, generator=g),
+        torch.tensor([0, 0, 1, 1, 2, 2]),
+        torch.randn(5, 4, generator=g),
+        torch.tensor([0, 1, 2, 0, 1]),
+    )
+
+
+@pytest.mark.l2l
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd"])
+def test_inner_step_matches_hand_computed_update(l2l, algorithm):
+    torch.manual_seed(0)
+    sx, sy, _, _ = linear_task()
+    learner = MAMLLearner(nn.Flatten(), 3, algorithm, inner_lr=0.3, feat_dim=4)
+    if algorithm == "metasgd":
+        with torch.no_grad():
+            for lr in learner.learner.lrs:  # per-entry rates, in the order of (weight, bias)
+                lr.uniform_(0.1, 0.5)
+        lrs = list(learner.learner.lrs)
+    else:
+        lrs = [0.3, 0.3]
+    w, b = learner.head.weight, learner.head.bias
+    gw, gb = torch.autograd.grad(F.cross_entropy(F.linear(sx, w, b), sy), (w, b))
+    clone = learner.adapt(sx, sy)
+    torch.testing.assert_close(clone.module[1].weight, w - lrs[0] * gw)
+    torch.testing.assert_close(clone.module[1].bias, b - lrs[1] * gb)
+
+
+@pytest.mark.l2l
+def test_outer_gradient_first_and_second_order(l2l):
+    torch.manual_seed(0)
+    sx, sy, qx, qy = linear_task()
+    a = 0.3
+    maml = MAMLLearner(nn.Flatten(), 3, "maml", inner_lr=a, feat_dim=4)
+    fomaml = MAMLLearner(nn.Flatten(), 3, "fomaml", inner_lr=a, feat_dim=4)
+    fomaml.load_state_dict(maml.state_dict())
+    w, b = maml.head.weight, maml.head.bias
+
+    # By hand: w' = w - a * dL_s/dw; FOMAML's outer gradient is dL_q/dw' at w' (no second-order term),
+    # MAML's differentiates through the inner step.
+    gw, gb = torch.autograd.grad(F.cross_entropy(F.linear(sx, w, b), sy), (w, b), create_graph=True)
+    w1, b1 = w - a * gw, b - a * gb
+    w1_leaf, b1_leaf = w1.detach().requires_grad_(), b1.detach().requires_grad_()
+    first = torch.autograd.grad(F.cross_entropy(F.linear(qx, w1_leaf, b1_leaf), qy), (w1_leaf, b1_leaf))
+    second = torch.autograd.grad(F.cross_entropy(F.linear(qx, w1, b1), qy), (w, b))
+
+    got_fo = torch.autograd.grad(F.cross_entropy(fomaml(sx, sy, qx), qy), (fomaml.head.weight, fomaml.head.bias))
+    got_so = torch.autograd.grad(F.cross_entropy(maml(sx, sy, qx), qy), (w, b))
+    for got, want in zip(got_fo, first):
+        torch.testing.assert_close(got, want)
+    for got, want in zip(got_so, second):
+        torch.testing.assert_close(got, want)
+    assert not torch.allclose(got_so[0], got_fo[0], atol=1e-5)  # the second-order term is really there
+
+
+@pytest.mark.l2l
+def test_anil_adapts_only_the_head_and_trains_the_encoder(l2l):
+    torch.manual_seed(0)
+    sx, sy, qx, qy = toy_episode()
+    learner = MAMLLearner(mlp(16), 3, "anil", inner_lr=0.1, inner_steps=2)
+    clone = learner.adapt(sx, sy)
+    assert isinstance(clone.module, nn.Linear)  # the head alone
+    F.cross_entropy(learner(sx, sy, qx), qy).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.encoder.parameters())
+
+
+@pytest.mark.l2l
+def test_eval_under_no_grad_and_transductive_batchnorm(l2l):
+    torch.manual_seed(0)
+    sx, sy, qx, _ = toy_episode()
+    enc = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU())
+    enc.out_dim = 8  # type: ignore[assignment]
+    learner = MAMLLearner(enc, 3, "maml", inner_lr=0.2, inner_steps=1, test_inner_steps=3)
+    assert enc[2].running_mean is None  # batch statistics only, as in MAML's reference code
+    train_logits = learner(sx, sy, qx).detach()
+    learner.eval()
+    assert learner.steps() == 3
+    learner.test_inner_steps = None
+    with torch.no_grad():
+        z = learner(sx, sy, qx)  # adaptation still takes gradients
+    assert not z.requires_grad
+    torch.testing.assert_close(z, train_logits)  # same BN statistics in eval mode
+
+
+@pytest.mark.l2l
+def test_maml_learner_argument_errors(l2l):
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        MAMLLearner(mlp(16), 3, "reptile")
+    with pytest.raises(ValueError, match="out_dim"):
+        MAMLLearner(nn.Flatten(), 3)
+    learner = MAMLLearner(mlp(16), 3)
+    sx, sy, qx, _ = toy_episode(ways=4)
+    with pytest.raises(ValueError, match="support labels"):
+        learner(sx, sy, qx)
