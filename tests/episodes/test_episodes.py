@@ -139,7 +139,8 @@ def test_bad_input_errors(tmp_path, capsys):
     assert main(["--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
     assert "Omniglot not found" in capsys.readouterr().err
     assert main(["--learner", "snail", "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
-    assert "unknown learner 'snail'; choose one of protonet, r2d2, maml, fomaml, metasgd, anil" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown learner 'snail'; choose one of protonet, r2d2, maml, fomaml, metasgd, anil" in err
     assert main(["--learner", "maml", "--test-ways", "20", "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
     assert "fixed 5-way head: --test-ways must equal --ways" in capsys.readouterr().err
     assert main(["--backbone", "vit", "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
@@ -189,3 +190,85 @@ def test_fewshot_demo_tiny():
     rows = demo_run(episodes=3, test_episodes=4)
     assert [r["method"] for r in rows] == ["Baseline", "SLA+SI", "SLA+AG"]
     assert all(0.0 <= r["5-way 1-shot acc"] <= 1.0 and r["ci95"] >= 0 for r in rows)
+
+
+def test_learning_rate_schedules():
+    from episodes.train import lr_at
+
+    step = FewShotConfig(lr=1.0, lr_step=10, lr_gamma=0.5)
+    assert [lr_at(step, s) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
+    ms = FewShotConfig(lr=0.1, lr_milestones=(20, 40, 50), lr_factors=(0.06, 0.012, 0.0024))
+    assert [lr_at(ms, s) for s in (0, 19, 20, 40, 59)] == pytest.approx([0.1, 0.1, 0.006, 0.0012, 0.00024])
+    gamma = FewShotConfig(lr=1.0, lr_milestones=(5, 8), lr_gamma=0.1)
+    assert [lr_at(gamma, s) for s in (4, 5, 8)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+def test_shipped_configs_are_valid():
+    """Every YAML recipe under configs/ parses into FewShotConfig and passes its checks."""
+    from pathlib import Path
+
+    from episodes.train import check_config
+    from fewshot_sla.config import parse_config
+
+    files = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+    assert len(files) >= 5
+    for f in files:
+        cfg = parse_config(FewShotConfig, ["--config", str(f)])
+        check_config(cfg)
+        if "mini-imagenet" in f.parts:
+            assert (cfg.dataset, cfg.backbone, cfg.transform, cfg.test_episodes) == (
+                "mini-imagenet", "resnet12", "rotation", 1000
+            )
+
+
+def test_lr_factors_must_match_milestones(tmp_path, capsys):
+    rc = main(["--lr-milestones", "10", "20", "--lr-factors", "0.1", "--out", str(tmp_path), "--wandb", "disabled"])
+    assert rc == 2 and "--lr-factors has 1 values but --lr-milestones has 2" in capsys.readouterr().err
+
+
+def _tiny(**kw):
+    base = dict(train_episodes=2, val_every=2, val_episodes=2, test_episodes=3, queries=2, wandb="disabled",
+                num_threads=1, checkpoint_every=1)
+    base.update(kw)
+    return FewShotConfig(**base)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    "learner, backbone, transform",
+    [("r2d2", "conv4", "rotation"), ("protonet", "resnet12", "rotation2"), ("fomaml", "conv4", "rotation"),
+     ("anil", "conv4", "none")],
+)
+def test_tiny_runs_of_each_learner(omniglot_root, tmp_path, learner, backbone, transform):
+    if learner in ("fomaml", "anil"):
+        pytest.importorskip("learn2learn")
+    m = run(_tiny(data_root=str(omniglot_root), learner=learner, backbone=backbone, transform=transform,
+                  meta_batch=2, out=str(tmp_path)))
+    assert 0.0 <= m["test/acc"] <= 1.0 and m["test/acc"] == m["test/acc_agg"]
+    if transform == "none":  # M = 1: single and aggregated inference are the same numbers
+        assert m["test/acc_single"] == m["test/acc_agg"]
+    rows = read_json(tmp_path / "metrics.json")
+    assert rows["config"]["learner"] == learner and rows["test/episodes"] == 3 and "git_commit" in rows
+
+
+@pytest.mark.slow
+def test_tiny_run_on_mini_imagenet_pkl_with_colour_permutations(tmp_path):
+    """The 3-channel path end to end on a format-exact mini-ImageNet cache (84x84 RGB, real class ids)."""
+    import csv
+    import pickle
+    from pathlib import Path
+
+    split_dir = Path(__file__).resolve().parents[2] / "episodes" / "splits" / "mini_imagenet"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        with open(split_dir / f"{split}.csv") as f:
+            wnids = sorted({r["label"] for r in csv.DictReader(f)})
+        per = 4
+        x = rng.integers(0, 256, (per * len(wnids), 84, 84, 3), dtype=np.uint8)
+        cache = {"image_data": x, "class_dict": {w: list(range(per * i, per * i + per)) for i, w in enumerate(wnids)}}
+        with open(tmp_path / f"mini-imagenet-cache-{split}.pkl", "wb") as f:
+            pickle.dump(cache, f, protocol=4)
+    m = run(_tiny(dataset="mini-imagenet", data_root=str(tmp_path), transform="color_perm3", image_size=32,
+                  out=str(tmp_path / "out")))
+    assert 0.0 <= m["test/acc_agg"] <= 1.0 and len(m["test/per_class_acc"]) == 20
