@@ -60,6 +60,7 @@ __all__ = [
     "FC100_SUPERCLASSES",
     "to_float",
     "omniglot_split",
+    "OMNIGLOT_SCHEMES",
     "cifar_fs_split",
 ]
 
@@ -123,12 +124,28 @@ def to_float(images: Tensor, dataset: str) -> Tensor:
     return (images.float() / 255.0 - m) / s
 
 
-def omniglot_split(split: str) -> list[tuple[str, str, int]]:
-    """The Vinyals split's classes as ``(images_part, alphabet, character_number)``, sorted."""
-    spec = json.loads(_SPLIT_FILE.read_text())["splits"][split]
-    return sorted(
-        (f"images_{part}", a, n) for part, alphabets in spec.items() for a, ns in alphabets.items() for n in ns
-    )
+OMNIGLOT_SCHEMES = ("vinyals", "background")
+
+
+def omniglot_split(split: str, scheme: str = "vinyals") -> list[tuple[str, str, int]]:
+    """Omniglot's classes of ``split`` as ``(images_part, alphabet, character_number)``, sorted.
+
+    ``scheme="vinyals"``: Vinyals et al. (2016), 1028 / 172 / 423 characters (train mixes background
+    and evaluation alphabets). ``scheme="background"``: Lake et al.'s background / evaluation split,
+    train = the 792 characters of the 25 background alphabets outside Vinyals' validation alphabets,
+    val = those 5 background alphabets (172 characters), test = all 659 characters of the 20
+    evaluation alphabets; derived from the same file, so no test class is ever seen in validation.
+    """
+    if scheme not in OMNIGLOT_SCHEMES:
+        raise ValueError(f"unknown Omniglot split scheme {scheme!r}; choose one of {', '.join(OMNIGLOT_SCHEMES)}")
+    splits = json.loads(_SPLIT_FILE.read_text())["splits"]
+    if scheme == "vinyals":
+        parts = [(part, spec) for part, spec in splits[split].items()]
+    elif split == "test":
+        parts = [("evaluation", spec) for s in SPLITS for part, spec in splits[s].items() if part == "evaluation"]
+    else:
+        parts = [(part, spec) for part, spec in splits[split].items() if part == "background"]
+    return sorted((f"images_{part}", a, n) for part, alphabets in parts for a, ns in alphabets.items() for n in ns)
 
 
 def _omniglot_root(root: Path) -> Path:
@@ -156,12 +173,15 @@ def _read_png(path: Path, size: int) -> np.ndarray:
         raise DataError(f"cannot read Omniglot image {path}: {e}; re-extract the data set") from None
 
 
-def load_omniglot(root: str | Path, split: str = "train", image_size: int = 28, progress: bool = True) -> FewShotData:
-    """Omniglot's Vinyals split ``split`` as uint8 ``(N, 1, size, size)``, 20 images per class."""
+def load_omniglot(
+    root: str | Path, split: str = "train", image_size: int = 28, progress: bool = True, scheme: str = "vinyals"
+) -> FewShotData:
+    """Omniglot's ``split`` (of :func:`omniglot_split`'s ``scheme``) as uint8 ``(N, 1, size, size)``,
+    20 images per class."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     base = _omniglot_root(Path(root).expanduser())
-    classes = omniglot_split(split)
+    classes = omniglot_split(split, scheme)
     paths: list[Path] = []
     labels: list[int] = []
     for c, (part, alphabet, n) in enumerate(classes):
@@ -546,7 +566,12 @@ def _download_cifar100(root: Path) -> None:
 
 
 def load_fewshot(
-    dataset: str, root: str | Path, split: str, image_size: int | None = None, download: bool = False
+    dataset: str,
+    root: str | Path,
+    split: str,
+    image_size: int | None = None,
+    download: bool = False,
+    omniglot_scheme: str = "vinyals",
 ) -> FewShotData:
     """Load split ``split`` of ``dataset`` into memory (see the module docstring).
 
@@ -557,6 +582,7 @@ def load_fewshot(
         image_size: image side; ``None`` = the data set's default (28, 84, 32, 32).
         download: fetch Omniglot or CIFAR-100 into ``root`` if missing. mini-ImageNet cannot be fetched
             automatically: if it is missing, the error says where to get it.
+        omniglot_scheme: ``"vinyals"`` or ``"background"`` (see :func:`omniglot_split`).
 
     Returns:
         uint8 images ``(N, C, size, size)``, int64 labels ``0..C-1`` and the class names.
@@ -577,7 +603,7 @@ def load_fewshot(
                         f"downloading Omniglot into {root} failed ({e}); download it elsewhere and "
                         "copy omniglot-py/ there"
                     ) from None
-        return load_omniglot(root, split, size)
+        return load_omniglot(root, split, size, scheme=omniglot_scheme)
     base = Path(root).expanduser()
     if dataset == "mini-imagenet":
         if download and not _mini_imagenet_found(base, split):

@@ -46,6 +46,7 @@ class FewShotConfig:
 
     dataset: str = "omniglot"  # omniglot, mini-imagenet, cifar-fs or fc100
     data_root: str = "data"  # folder holding the data set (see docs/usage.md for each layout)
+    omniglot_split: str = "vinyals"  # omniglot only: vinyals (1028/172/423) or background (Lake: 792/172/659)
     download: bool = False  # download the data set when missing (omniglot, cifar-fs, fc100; needs a network)
     image_size: int = 0  # image side (0 = the data set's default: omniglot 28, cifar 32, mini-imagenet 84)
     backbone: str = "conv4"  # conv4 or resnet12
@@ -201,10 +202,12 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     sla = SLAEpisode(cfg.transform)
     size = cfg.image_size or None
-    train = load_fewshot(cfg.dataset, cfg.data_root, "train", size, download=cfg.download)
+    def load(split: str, download: bool = False) -> Any:
+        return load_fewshot(cfg.dataset, cfg.data_root, split, size, download, omniglot_scheme=cfg.omniglot_split)
+
+    train = load("train", cfg.download)
     sla.transform.check(train.images[:1].float())  # e.g. colour permutations of 1-channel Omniglot
-    val = load_fewshot(cfg.dataset, cfg.data_root, "val", size)
-    test = load_fewshot(cfg.dataset, cfg.data_root, "test", size)
+    val, test = load("val"), load("test")
     # Fail early (before any training) for episodes the splits cannot hold.
     for split in (val, test):
         EpisodeSampler(split.labels, *test_episode_shape(cfg), 1)

@@ -272,3 +272,14 @@ def test_tiny_run_on_mini_imagenet_pkl_with_colour_permutations(tmp_path):
     m = run(_tiny(dataset="mini-imagenet", data_root=str(tmp_path), transform="color_perm3", image_size=32,
                   out=str(tmp_path / "out")))
     assert 0.0 <= m["test/acc_agg"] <= 1.0 and len(m["test/per_class_acc"]) == 20
+
+
+def test_omniglot_background_scheme():
+    """Lake's background/evaluation split: train and val from background alphabets, test = all of evaluation."""
+    tr, va, te = (omniglot_split(s, "background") for s in ("train", "val", "test"))
+    assert (len(tr), len(va), len(te)) == (792, 172, 659) and len(set(tr) | set(va) | set(te)) == 1623
+    assert {c[0] for c in tr + va} == {"images_background"} and {c[0] for c in te} == {"images_evaluation"}
+    assert va == omniglot_split("val", "vinyals")  # the same 5 validation alphabets in both schemes
+    assert len({c[1] for c in te}) == 20
+    with pytest.raises(ValueError, match="unknown Omniglot split scheme 'lake'; choose one of vinyals, background"):
+        omniglot_split("train", "lake")
