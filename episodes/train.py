@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import ConfigError, parse_config, save_config, to_dict
 from fewshot_sla.metrics import mean_ci95
 from fewshot_sla.tracking import RunLogger
@@ -61,6 +62,9 @@ class FewShotConfig:
     test_shots: int = 0  # support images per class at val/test (0 = shots)
     test_queries: int = 0  # query images per class at val/test (0 = queries)
     transform: str = "rotation"  # SLA transformation family; none = the baseline
+    augment: bool = False  # training episodes: random crop (zero padding) and horizontal flip, per image
+    augment_padding: int = 8  # crop padding in pixels (MetaOptNet on mini-ImageNet: 8)
+    augment_flip: bool = True  # with augment: also flip horizontally (keep off for handwriting)
     train_episodes: int = 2000  # optimiser steps of meta-training (each sees meta_batch episodes)
     val_episodes: int = 100  # episodes per validation
     val_every: int = 500  # validate every N steps
@@ -238,6 +242,7 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
     )
     save_config(cfg, out / "config.yaml")
 
+    aug_gen = torch.Generator()
     bar = tqdm(
         range(start, cfg.train_episodes),
         desc="meta-train",
@@ -254,7 +259,11 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
             g["lr"] = lr_at(cfg, e)
         opt.zero_grad(set_to_none=True)
         for i in range(mb):  # a meta-batch: episode e*mb + i, gradients averaged
-            x = to_float(gather(train.images, sampler.episode(e * mb + i)), cfg.dataset).to(device)
+            x = gather(train.images, sampler.episode(e * mb + i))
+            if cfg.augment:  # on the raw episode, before SLA's transforms; a pure function of (seed, episode)
+                aug_gen.manual_seed(cfg.seed * 1_000_003 + e * mb + i)
+                x = random_crop_flip(x, aug_gen, cfg.augment_padding, cfg.augment_flip)
+            x = to_float(x, cfg.dataset).to(device)
             z, qy_j, qy = episode_logits(model, sla, x, cfg.ways, cfg.shots, cfg.queries)
             loss = F.cross_entropy(z, qy_j)
             (loss / mb).backward()

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.utils import DataError
 
 __all__ = [
@@ -549,8 +550,8 @@ def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4) -> Te
     Equivalent in distribution to torchvision's ``RandomCrop(H, padding=4)`` +
     ``RandomHorizontalFlip()`` + ``ToTensor()`` + ``Normalize(CIFAR_MEAN, CIFAR_STD)`` per image:
     each image gets its own offsets ``(dy, dx)`` uniform in ``[0, 2*padding]`` and a fair flip coin.
-    Implemented as one zero-pad and one gather (the flip is folded into the column index), so it runs
-    on the batch's device.
+    The crop and flip are :func:`fewshot_sla.augment.random_crop_flip` (one zero-pad and one gather),
+    so it runs on the batch's device.
 
     Args:
         x: ``(B, 3, H, W)`` uint8.
@@ -563,17 +564,4 @@ def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4) -> Te
     _check_uint8_batch(x, "augment_batch")
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"augment_batch: pass a torch.Generator (seeded), got {type(generator).__name__}")
-    b, _, h, w = x.shape
-    gdev = generator.device
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gdev).to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gdev).to(x.device)
-    flip = (torch.rand(b, generator=generator, device=gdev) < 0.5).to(x.device)
-    xp = torch.nn.functional.pad(x, (padding, padding, padding, padding))  # zeros, like RandomCrop(fill=0)
-    ar_h = torch.arange(h, device=x.device)
-    ar_w = torch.arange(w, device=x.device)
-    rows = dy[:, None] + ar_h  # (B, H)
-    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)  # (B, W), flipped where drawn
-    bi = torch.arange(b, device=x.device)[:, None, None, None]
-    ci = torch.arange(3, device=x.device)[None, :, None, None]
-    out = xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]  # (B, 3, H, W)
-    return normalize(out)
+    return normalize(random_crop_flip(x, generator, padding))

@@ -269,9 +269,14 @@ def test_tiny_run_on_mini_imagenet_pkl_with_colour_permutations(tmp_path):
         cache = {"image_data": x, "class_dict": {w: list(range(per * i, per * i + per)) for i, w in enumerate(wnids)}}
         with open(tmp_path / f"mini-imagenet-cache-{split}.pkl", "wb") as f:
             pickle.dump(cache, f, protocol=4)
-    m = run(_tiny(dataset="mini-imagenet", data_root=str(tmp_path), transform="color_perm3", image_size=32,
-                  out=str(tmp_path / "out")))
+    kw = dict(dataset="mini-imagenet", data_root=str(tmp_path), transform="color_perm3", image_size=32,
+              augment=True, train_episodes=4, val_every=4)
+    m = run(_tiny(out=str(tmp_path / "out"), **kw))
     assert 0.0 <= m["test/acc_agg"] <= 1.0 and len(m["test/per_class_acc"]) == 20
+    # augmentation draws are a function of (seed, episode): an interrupted, resumed run ends the same
+    assert run(_tiny(out=str(tmp_path / "r"), stop_after=2, **kw)) == {"episodes_done": 2}
+    resumed = run(_tiny(out=str(tmp_path / "r"), resume=True, **kw))
+    assert json.dumps(resumed, sort_keys=True) == json.dumps(m, sort_keys=True)  # NaN-aware: unseen classes
 
 
 def test_omniglot_background_scheme():
