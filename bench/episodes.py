@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,6 +51,72 @@ def per_episode(fn, n: int) -> float:
     return statistics.median(times)
 
 
+def measure(images: torch.Tensor, labels: torch.Tensor, ways: int, shots: int, queries: int, n: int) -> dict:
+    """One table row: sampling an episode (ours, ours with torch indexing, learn2learn) and a ProtoNet step."""
+    images_np = images.numpy()  # a view: the gather runs in numpy (much faster than torch for a few hundred rows)
+    sampler = EpisodeSampler(labels, ways, shots, queries, 10**9, seed=0)
+    counter = iter(range(10**9))
+
+    def ours() -> torch.Tensor:
+        return torch.from_numpy(images_np[sampler.episode(next(counter)).numpy()])
+
+    def ours_torch_index() -> torch.Tensor:
+        return images[sampler.episode(next(counter))]
+
+    t_ours = per_episode(ours, n)
+    t_ours_torch = per_episode(ours_torch_index, n)
+    t_l2l = float("nan")
+    try:
+        import learn2learn as l2l
+
+        ds = l2l.data.MetaDataset(torch.utils.data.TensorDataset(images, labels))
+        tasks = l2l.data.TaskDataset(
+            ds,
+            task_transforms=[
+                l2l.data.transforms.NWays(ds, ways),
+                l2l.data.transforms.KShots(ds, shots + queries),
+                l2l.data.transforms.LoadData(ds),
+                l2l.data.transforms.RemapLabels(ds),
+            ],
+            num_tasks=-1,
+        )
+        t_l2l = per_episode(tasks.sample, max(n // 10, 20))
+    except ImportError:
+        print("learn2learn is not installed: its column is NaN (scripts/build_learn2learn.sh installs it)")
+
+    # One ProtoNet training step on the episode (baseline and SLA), to put sampling in proportion.
+    sy, qy = episode_labels(ways, shots, queries)
+    steps = {}
+    for tf in ("none", "rotation"):
+        torch.manual_seed(0)
+        sla = SLAEpisode(tf)
+        model = ProtoNet(Conv4(1, 28))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step(sla: SLAEpisode = sla, model: ProtoNet = model, opt: torch.optim.Optimizer = opt) -> None:
+            x = to_float(ours(), "omniglot")
+            sx, qx = split_episode(x, ways, shots, queries)
+            sx, sy_j, qx, qy_j = sla.expand(sx, sy, qx, qy)
+            loss = F.cross_entropy(model(sx, sy_j, qx, ways=sla.ways_joint(ways)), qy_j)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        steps[tf] = per_episode(step, max(n // 10, 20))
+    return {
+        "episode": f"{ways}-way {shots}-shot {queries}-query",
+        "ours ms": t_ours * 1e3,
+        "ours episodes/s": 1 / t_ours,
+        "ours, torch gather ms": t_ours_torch * 1e3,
+        "l2l TaskDataset ms": t_l2l * 1e3,
+        "speed-up vs l2l": t_l2l / t_ours,
+        "ProtoNet step ms": steps["none"] * 1e3,
+        "share of step": t_ours / steps["none"],
+        "SLA step ms": steps["rotation"] * 1e3,
+        "share of SLA step": t_ours / steps["rotation"],
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=300, help="timed episodes per row")
@@ -62,76 +127,10 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     images, labels, source = omniglot()
-    images_np = images.numpy()  # a view: the gather runs in numpy (much faster than torch for a few hundred rows)
     print(f"\n### Omniglot tensors: {tuple(images.shape)} uint8, {source}; {args.episodes} timed episodes, "
           f"median per episode, CPU {args.threads} threads, torch {torch.__version__}\n")
 
-    rows = []
-    for ways in args.ways:
-        k = args.shots + args.queries
-        sampler = EpisodeSampler(labels, ways, args.shots, args.queries, 10**9, seed=0)
-        it = iter(range(10**9))
-
-        def ours() -> torch.Tensor:
-            return torch.from_numpy(images_np[sampler.episode(next(it)).numpy()])
-
-        def ours_torch_index() -> torch.Tensor:
-            return images[sampler.episode(next(it))]
-
-        t_ours = per_episode(ours, args.episodes)
-        t_ours_torch = per_episode(ours_torch_index, args.episodes)
-        t_l2l = float("nan")
-        try:
-            import learn2learn as l2l
-
-            ds = l2l.data.MetaDataset(torch.utils.data.TensorDataset(images, labels))
-            tasks = l2l.data.TaskDataset(
-                ds,
-                task_transforms=[
-                    l2l.data.transforms.NWays(ds, ways),
-                    l2l.data.transforms.KShots(ds, k),
-                    l2l.data.transforms.LoadData(ds),
-                    l2l.data.transforms.RemapLabels(ds),
-                ],
-                num_tasks=-1,
-            )
-            t_l2l = per_episode(tasks.sample, max(args.episodes // 10, 20))
-        except ImportError:
-            print("learn2learn is not installed: its column is NaN (scripts/build_learn2learn.sh installs it)")
-
-        # One ProtoNet training step on the episode (baseline and SLA), to put sampling in proportion.
-        sy, qy = episode_labels(ways, args.shots, args.queries)
-        step_rows = {}
-        for tf in ("none", "rotation"):
-            torch.manual_seed(0)
-            sla = SLAEpisode(tf)
-            model = ProtoNet(Conv4(1, 28))
-            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-            def step(sla=sla, model=model, opt=opt) -> None:
-                x = to_float(torch.from_numpy(images_np[sampler.episode(next(it)).numpy()]), "omniglot")
-                sx, qx = split_episode(x, ways, args.shots, args.queries)
-                sx, sy_j, qx, qy_j = sla.expand(sx, sy, qx, qy)
-                loss = F.cross_entropy(model(sx, sy_j, qx, ways=sla.ways_joint(ways)), qy_j)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-            step_rows[tf] = per_episode(step, max(args.episodes // 10, 20))
-        rows.append(
-            {
-                "episode": f"{ways}-way {args.shots}-shot {args.queries}-query",
-                "ours ms": t_ours * 1e3,
-                "ours eps/s": 1 / t_ours,
-                "ours, torch gather ms": t_ours_torch * 1e3,
-                "l2l TaskDataset ms": t_l2l * 1e3,
-                "speed-up vs l2l": t_l2l / t_ours,
-                "ProtoNet step ms": step_rows["none"] * 1e3,
-                "share of step": t_ours / step_rows["none"],
-                "SLA step ms": step_rows["rotation"] * 1e3,
-                "share of SLA step": t_ours / step_rows["rotation"],
-            }
-        )
+    rows = [measure(images, labels, ways, args.shots, args.queries, args.episodes) for ways in args.ways]
     print(format_table(rows))
     return 0
 

@@ -38,6 +38,29 @@ def test_sampler_deterministic_and_set_epoch():
     assert [e.tolist() for e in EpisodeSampler(LABELS, 3, 1, 2, 5, seed=1)] != a
 
 
+@pytest.mark.parametrize("ways", [2, 4])  # 2: rejection of repeated classes; 4 (4*4 > 10 classes): random keys
+def test_sampler_is_uniform(ways):
+    """Classes, items, and which item is the support: all uniform (counts within 5 standard deviations)."""
+    labels = np.repeat(np.arange(10), 5)  # 10 classes x 5 items
+    s = EpisodeSampler(labels, ways, 1, 2, 4000, seed=3)
+    eps = np.stack([e.numpy() for e in s])  # (4000, 3*ways)
+    cls_counts = np.bincount(labels[eps[:, :ways]].reshape(-1), minlength=10)
+    support_counts = np.bincount(eps[:, :ways].reshape(-1), minlength=50)
+    query_counts = np.bincount(eps[:, ways:].reshape(-1), minlength=50)
+    expected = ((cls_counts, 4000 * ways, 0.1), (support_counts, 4000 * ways, 0.02), (query_counts, 8000 * ways, 0.02))
+    for counts, n, p in expected:
+        assert np.abs(counts - n * p).max() < 5 * np.sqrt(n * p * (1 - p))
+    first = labels[eps[:, 0]]  # the first way is any class, not e.g. always the smallest
+    assert len(set(first.tolist())) == 10
+
+
+def test_sampler_chunks_are_independent_of_access_order():
+    s = EpisodeSampler(LABELS, 3, 1, 2, 200, seed=5)
+    forward = [s.episode(e).tolist() for e in range(200)]
+    backward = [s.episode(e).tolist() for e in reversed(range(200))][::-1]
+    assert forward == backward and len({tuple(e) for e in forward}) == 200
+
+
 def test_sampler_as_batch_sampler():
     ds = TensorDataset(torch.arange(len(LABELS)), torch.from_numpy(LABELS))
     s = EpisodeSampler(LABELS, 2, 1, 1, 3)
