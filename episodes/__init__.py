@@ -1,5 +1,5 @@
 """Episodic few-shot learners with SLA: N-way K-shot episodes, the SLA episode wrapper, ProtoNet,
-R2D2 and the learn2learn learners (MAML, first-order MAML, Meta-SGD, ANIL).
+R2D2, MetaOptNet-SVM and the learn2learn learners (MAML, first-order MAML, Meta-SGD, ANIL).
 
 Builds on :mod:`fewshot_sla`; see ``sla-fewshot --help`` (``python -m episodes.train``).
 ``import episodes`` imports neither learn2learn nor wandb.
@@ -12,6 +12,7 @@ from .protonet import Conv4, ProtoNet, prototypes
 from .r2d2 import R2D2, ridge_head
 from .sampler import EpisodeSampler, class_index, episode_labels, split_episode
 from .sla_episode import SLAEpisode
+from .svm import MetaOptSVM, svm_head
 
 __all__ = [
     "DATASETS",
@@ -29,6 +30,8 @@ __all__ = [
     "prototypes",
     "R2D2",
     "ridge_head",
+    "MetaOptSVM",
+    "svm_head",
     "ALGORITHMS",
     "MAMLLearner",
     "Learn2LearnMissing",

@@ -30,14 +30,15 @@ from fewshot_sla.utils import DataError, atomic_torch_save, resolve_device, seed
 
 from .backbones import BACKBONES, make_backbone
 from .data import DATASETS, load_fewshot, to_float
-from .maml import ALGORITHMS, Learn2LearnMissing, MAMLLearner
+from .maml import ALGORITHMS, MAMLLearner
 from .protonet import ProtoNet
 from .r2d2 import R2D2
 from .sampler import EpisodeSampler, episode_labels, split_episode
 from .sla_episode import SLAEpisode
+from .svm import MetaOptSVM
 
-#: protonet and r2d2 work for any number of ways; the learn2learn learners have a fixed-size head.
-LEARNERS = ("protonet", "r2d2") + ALGORITHMS
+#: protonet, r2d2 and svm work for any number of ways; the learn2learn learners have a fixed-size head.
+LEARNERS = ("protonet", "r2d2", "svm") + ALGORITHMS
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -51,7 +52,7 @@ class FewShotConfig:
     download: bool = False  # download the data set when missing (omniglot, cifar-fs, fc100; needs a network)
     image_size: int = 0  # image side (0 = the data set's default: omniglot 28, cifar 32, mini-imagenet 84)
     backbone: str = "conv4"  # conv4 or resnet12
-    learner: str = "protonet"  # protonet, r2d2, maml, fomaml, metasgd or anil
+    learner: str = "protonet"  # protonet, r2d2, svm (MetaOptNet), maml, fomaml, metasgd or anil
     inner_lr: float = 0.4  # maml family: inner-loop learning rate (Omniglot 0.4, mini-ImageNet 0.01)
     inner_steps: int = 1  # maml family: inner-loop steps in meta-training
     test_inner_steps: int = 3  # maml family: inner-loop steps at validation and test
@@ -100,7 +101,7 @@ def check_config(cfg: FewShotConfig) -> None:
     if cfg.learner in ALGORITHMS and (cfg.test_ways or cfg.ways) != cfg.ways:
         raise ValueError(
             f"--learner {cfg.learner} has a fixed {cfg.ways}-way head: --test-ways must equal --ways "
-            "(or use protonet / r2d2, which take any number of ways)"
+            "(or use protonet, r2d2 or svm, which take any number of ways)"
         )
     if cfg.lr_factors and len(cfg.lr_factors) != len(cfg.lr_milestones):
         raise ValueError(
@@ -112,7 +113,7 @@ def check_config(cfg: FewShotConfig) -> None:
 
 
 def build_learner(cfg: FewShotConfig, sla: SLAEpisode, in_channels: int, image_size: int) -> torch.nn.Module:
-    """The episodic learner on its backbone. ProtoNet and R2D2 take any number of ways; the
+    """The episodic learner on its backbone. ProtoNet, R2D2 and the SVM take any number of ways; the
     learn2learn learners get an ``N*M``-way head (``sla.ways_joint(ways)``): with SLA they simply
     see a bigger episode."""
     encoder = make_backbone(cfg.backbone, in_channels, image_size)
@@ -120,6 +121,8 @@ def build_learner(cfg: FewShotConfig, sla: SLAEpisode, in_channels: int, image_s
         return ProtoNet(encoder)
     if cfg.learner == "r2d2":
         return R2D2(encoder)
+    if cfg.learner == "svm":
+        return MetaOptSVM(encoder)
     return MAMLLearner(
         encoder,
         sla.ways_joint(cfg.ways),
@@ -337,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
         m = run(cfg)
-    except (DataError, ValueError, ConfigError, Learn2LearnMissing) as e:
+    except (DataError, ValueError, ConfigError, ImportError) as e:  # ImportError: learn2learn or qpth missing
         print(f"error: {e}", file=sys.stderr)
         return 2
     if "test/acc_agg" in m and sla_m(cfg) == 1:

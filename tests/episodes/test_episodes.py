@@ -163,7 +163,7 @@ def test_bad_input_errors(tmp_path, capsys):
     assert "Omniglot not found" in capsys.readouterr().err
     assert main(["--learner", "snail", "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
     err = capsys.readouterr().err
-    assert "unknown learner 'snail'; choose one of protonet, r2d2, maml, fomaml, metasgd, anil" in err
+    assert "unknown learner 'snail'; choose one of protonet, r2d2, svm, maml, fomaml, metasgd, anil" in err
     assert main(["--learner", "maml", "--test-ways", "20", "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
     assert "fixed 5-way head: --test-ways must equal --ways" in capsys.readouterr().err
     assert main(["--backbone", "vit", "--out", str(tmp_path / "o"), "--wandb", "disabled"]) == 2
@@ -261,11 +261,13 @@ def _tiny(**kw):
 @pytest.mark.parametrize(
     "learner, backbone, transform",
     [("r2d2", "conv4", "rotation"), ("protonet", "resnet12", "rotation2"), ("fomaml", "conv4", "rotation"),
-     ("anil", "conv4", "none")],
+     ("anil", "conv4", "none"), ("svm", "conv4", "rotation")],
 )
 def test_tiny_runs_of_each_learner(omniglot_root, tmp_path, learner, backbone, transform):
     if learner in ("fomaml", "anil"):
         pytest.importorskip("learn2learn")
+    if learner == "svm":
+        pytest.importorskip("qpth")
     m = run(_tiny(data_root=str(omniglot_root), learner=learner, backbone=backbone, transform=transform,
                   meta_batch=2, out=str(tmp_path)))
     assert 0.0 <= m["test/acc"] <= 1.0 and m["test/acc"] == m["test/acc_agg"]

@@ -1,0 +1,74 @@
+"""MetaOptNet-SVM head: the QP solution against an independent solver, its constraints, gradients, SLA."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("qpth")
+
+from episodes import SLAEpisode  # noqa: E402
+from episodes.svm import MetaOptSVM, svm_head  # noqa: E402
+
+
+def _dual_by_scipy(fs, y, ways, c, ridge):
+    """The same dual solved by SciPy's SLSQP (an independent solver): alpha (S, ways)."""
+    from scipy.optimize import minimize
+
+    s = len(y)
+    onehot = np.eye(ways)[y]
+    p = np.kron(fs @ fs.T, np.eye(ways)) + ridge * np.eye(s * ways)
+    q = -onehot.reshape(-1)
+    res = minimize(
+        lambda z: 0.5 * z @ p @ z + q @ z,
+        np.zeros(s * ways),
+        jac=lambda z: p @ z + q,
+        constraints=[
+            {"type": "ineq", "fun": lambda z: c * onehot.reshape(-1) - z},
+            {"type": "eq", "fun": lambda z: z.reshape(s, ways).sum(1)},
+        ],
+        method="SLSQP",
+        options={"ftol": 1e-12, "maxiter": 500},
+    )
+    assert res.success
+    return res.x.reshape(s, ways)
+
+
+def test_svm_head_matches_an_independent_qp_solver():
+    g = torch.Generator().manual_seed(0)
+    fs, fq = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    alpha = _dual_by_scipy(fs.numpy(), y.numpy(), 3, 0.1, 1.0)
+    expected = fq.numpy() @ fs.numpy().T @ alpha
+    got = svm_head(fs, y, fq, 3, c=0.1, ridge=1.0, max_iter=50)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+    # the dual constraints hold: alpha_i^k <= C [k == y_i] and sum_k alpha_i^k = 0
+    assert (alpha <= 0.1 * np.eye(3)[y.numpy()] + 1e-6).all() and np.abs(alpha.sum(1)).max() < 1e-6
+
+
+def test_svm_separates_clusters_and_has_gradients():
+    torch.manual_seed(0)
+    centres = 3 * torch.eye(4)[:3]
+    sy = torch.arange(3).repeat_interleave(5)
+    qy = torch.arange(3).repeat_interleave(4)
+    sx, qx = centres[sy] + 0.3 * torch.randn(15, 4), centres[qy] + 0.3 * torch.randn(12, 4)
+    enc = torch.nn.Linear(4, 8)
+    model = MetaOptSVM(enc)
+    logits = model(sx, sy, qx)
+    assert logits.shape == (12, 3) and logits.dtype == torch.float32
+    torch.nn.functional.cross_entropy(logits, qy).backward()
+    assert enc.weight.grad is not None and enc.weight.grad.abs().sum() > 0 and model.scale.grad is not None
+    with torch.no_grad():
+        fixed = MetaOptSVM(torch.nn.Identity())(sx, sy, qx)
+    assert (fixed.argmax(1) == qy).all()
+
+
+def test_svm_with_sla_and_errors():
+    sla = SLAEpisode("rotation")
+    sx, sy, qx, qy = sla.expand(torch.randn(4, 1, 5, 5), torch.tensor([0, 0, 1, 1]), torch.randn(2, 1, 5, 5),
+                                torch.tensor([0, 1]))
+    z = MetaOptSVM(torch.nn.Flatten())(sx, sy, qx, ways=sla.ways_joint(2))
+    assert z.shape == (8, 8) and sla.aggregate(z).shape == (2, 2)
+    with pytest.raises(ValueError, match="C must be > 0"):
+        svm_head(torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(1, 3), 2, c=0)
+    with pytest.raises(ValueError, match=r"expected \(S, D\) support features"):
+        svm_head(torch.zeros(2, 3), torch.tensor([0]), torch.zeros(1, 3), 2)
