@@ -209,6 +209,7 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     sla = SLAEpisode(cfg.transform)
     size = cfg.image_size or None
+
     def load(split: str, download: bool = False) -> Any:
         return load_fewshot(cfg.dataset, cfg.data_root, split, size, download, omniglot_scheme=cfg.omniglot_split)
 
