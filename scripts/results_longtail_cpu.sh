@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Long-tail CPU results (docs/results.md): CIFAR-10-LT-100 (JPEG copy), ResNet-32, 5 epochs.
+# Needs the real data unpacked into .data: python ../shared/data/materialize.py .data
 set -x
 cd "$(dirname "$0")/.."
 export WANDB_MODE=offline WANDB_SILENT=true

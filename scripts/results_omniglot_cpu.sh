@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Omniglot CPU results (docs/results.md): Conv4 ProtoNet, trained on 20-way 1-shot episodes (5 queries),
 # tested 5-way 1-shot and 20-way 1-shot (600 episodes, 15 queries); baseline vs rotation SLA.
+# Needs the real data unpacked into .data: python ../shared/data/materialize.py .data
 set -x
 cd "$(dirname "$0")/.."
 export WANDB_MODE=offline WANDB_SILENT=true
