@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from episodes import Conv4, EpisodeSampler, ProtoNet, SLAEpisode, episode_labels, split_episode  # noqa: E402
-from episodes.data import load_fewshot, to_float  # noqa: E402
+from episodes.data import gather, load_fewshot, to_float  # noqa: E402
 from fewshot_sla.tracking import format_table  # noqa: E402
 
 
@@ -51,12 +51,11 @@ def per_episode(fn, n: int) -> float:
 
 def measure(images: torch.Tensor, labels: torch.Tensor, ways: int, shots: int, queries: int, n: int) -> dict:
     """One table row: sampling an episode (ours, ours with torch indexing, learn2learn) and a ProtoNet step."""
-    images_np = images.numpy()  # a view: the gather runs in numpy (much faster than torch for a few hundred rows)
     sampler = EpisodeSampler(labels, ways, shots, queries, 10**9, seed=0)
     counter = iter(range(10**9))
 
     def ours() -> torch.Tensor:
-        return torch.from_numpy(images_np[sampler.episode(next(counter)).numpy()])
+        return gather(images, sampler.episode(next(counter)))  # what the training loop does
 
     def ours_torch_index() -> torch.Tensor:
         return images[sampler.episode(next(counter))]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ __all__ = [
     "DATASET_STATS",
     "FC100_SUPERCLASSES",
     "to_float",
+    "gather",
     "omniglot_split",
     "OMNIGLOT_SCHEMES",
     "cifar_fs_split",
@@ -160,6 +162,31 @@ def _omniglot_root(root: Path) -> Path:
     )
 
 
+def _read_images(
+    paths: list[Path], read: Callable[[Path], np.ndarray], shape: tuple[int, int, int], desc: str, progress: bool
+) -> np.ndarray:
+    """``read`` every file into one preallocated uint8 ``(len(paths), *shape)`` array, 8 threads
+    (PIL releases the GIL while decoding), with a progress bar."""
+    from tqdm import tqdm
+
+    out = np.empty((len(paths), *shape), dtype=np.uint8)
+
+    def one(i: int) -> None:
+        out[i] = read(paths[i])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in tqdm(pool.map(one, range(len(paths))), total=len(paths), desc=desc, disable=not progress,
+                      leave=False, mininterval=1):
+            pass
+    return out
+
+
+def gather(images: Tensor, idx: Tensor) -> Tensor:
+    """``images[idx]`` for a CPU uint8 tensor, gathered in numpy (much faster than torch's advanced
+    indexing for a few hundred rows on CPU; see bench/episodes.py): how an episode is loaded."""
+    return torch.from_numpy(images.numpy()[idx.numpy()])
+
+
 def _read_png(path: Path, size: int) -> np.ndarray:
     from PIL import Image
 
@@ -178,8 +205,7 @@ def load_omniglot(
 ) -> FewShotData:
     """Omniglot's ``split`` (of :func:`omniglot_split`'s ``scheme``) as uint8 ``(N, 1, size, size)``,
     20 images per class."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    _check_split(split)
     base = _omniglot_root(Path(root).expanduser())
     classes = omniglot_split(split, scheme)
     paths: list[Path] = []
@@ -194,20 +220,10 @@ def load_omniglot(
             )
         paths += files
         labels += [c] * len(files)
-    from tqdm import tqdm
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        imgs = list(
-            tqdm(
-                pool.map(lambda p: _read_png(p, image_size), paths),
-                total=len(paths),
-                desc=f"omniglot {split}",
-                disable=not progress,
-                leave=False,
-                mininterval=1,
-            )
-        )
-    images = torch.from_numpy(np.stack(imgs)).unsqueeze(1)
+    shape = (1, image_size, image_size)
+    images = torch.from_numpy(
+        _read_images(paths, lambda p: _read_png(p, image_size)[None], shape, f"omniglot {split}", progress)
+    )
     names = [f"{p}/{a}/character{n:02d}" for p, a, n in classes]
     return FewShotData(images, torch.tensor(labels, dtype=torch.int64), names)
 
@@ -272,7 +288,7 @@ def _resize(x: Tensor, size: int) -> Tensor:
     return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _gather(x: np.ndarray, idx: np.ndarray, size: int, channels_last: bool, chunk: int = 2048) -> Tensor:
+def _select_resized(x: np.ndarray, idx: np.ndarray, size: int, channels_last: bool, chunk: int = 2048) -> Tensor:
     """``x[idx]`` as a contiguous uint8 ``(len(idx), C, size, size)`` tensor; ``x`` is ``(N, H, W, C)`` if
     ``channels_last`` else ``(N, C, H, W)``. Chunked, so that no second full-size copy is made."""
     n, c = len(idx), x.shape[3] if channels_last else x.shape[1]
@@ -331,7 +347,7 @@ def _mini_imagenet_from_pkl(path: Path, size: int) -> FewShotData:
             f"mini-ImageNet cache file {path}: class_dict indexes outside image_data (which has {len(x)} images); {fix}"
         )
     labels = np.repeat(np.arange(len(wnids)), [len(p) for p in per_class])
-    return FewShotData(_gather(x, idx, size, channels_last=True), torch.from_numpy(labels), list(wnids))
+    return FewShotData(_select_resized(x, idx, size, channels_last=True), torch.from_numpy(labels), list(wnids))
 
 
 def _read_split_csv(path: Path) -> list[tuple[str, str]]:
@@ -385,23 +401,9 @@ def _mini_imagenet_from_jpg(root: Path, split: str, size: int, progress: bool) -
             f"lists for the {split} split are not in {image_dir}; copy all of them there (or use the "
             f"mini-imagenet-cache-{split}.pkl layout instead)"
         )
-    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
-
-    def read(i: int) -> None:
-        out[i] = _read_rgb(paths[i], size).transpose(2, 0, 1)
-
-    from tqdm import tqdm
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        for _ in tqdm(
-            pool.map(read, range(len(paths))),
-            total=len(paths),
-            desc=f"mini-imagenet {split}",
-            disable=not progress,
-            leave=False,
-            mininterval=1,
-        ):
-            pass
+    out = _read_images(
+        paths, lambda p: _read_rgb(p, size).transpose(2, 0, 1), (3, size, size), f"mini-imagenet {split}", progress
+    )
     return FewShotData(torch.from_numpy(out), torch.from_numpy(labels), wnids)
 
 
@@ -512,7 +514,8 @@ def _cifar100_classes(data: _Cifar100, classes: list[int], size: int) -> FewShot
     sel = np.flatnonzero(remap[data.fine] >= 0)
     order, labels = _class_major(remap[data.fine[sel]])
     names = [data.fine_names[c] for c in classes]
-    return FewShotData(_gather(data.images, sel[order], size, channels_last=False), torch.from_numpy(labels), names)
+    images = _select_resized(data.images, sel[order], size, channels_last=False)
+    return FewShotData(images, torch.from_numpy(labels), names)
 
 
 def load_cifar_fs(root: str | Path, split: str = "train", image_size: int = 32) -> FewShotData:
