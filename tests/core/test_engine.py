@@ -1,0 +1,196 @@
+"""The engine: exact resume across every kind of schedule switch, best-checkpoint selection, safe
+checkpoints, independent streams, and DDP's global batch (2 gloo processes)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from fewshot_sla import checkpoint, engine
+from fewshot_sla.utils import DataError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ToyTask(nn.Module):
+    """A BN + dropout net with a loss whose weight switches at ``switch`` (a DRW stand-in, set by
+    ``set_epoch``) and a random subset of each batch drawn from its own generator."""
+
+    def __init__(self, switch: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+        self.switch, self.epoch = switch, 0
+        self.generator = torch.Generator().manual_seed(7)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def forward(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        keep = torch.randperm(len(y), generator=self.generator)[: max(2, len(y) - 1)]
+        w = torch.tensor([1.0, 2.0, 5.0]) if self.epoch >= self.switch else None
+        z = self.net(x[keep])
+        return {"loss": nn.functional.cross_entropy(z, y[keep], weight=w), "logits": z, "y": y[keep]}
+
+
+def toy_run(out: Path, stop_after: int = 0, resume: bool = False, units: int = 6, evaluate=None, select=None,
+            switch: int = 4):
+    ctx = engine.setup(engine.RunSpec(str(out), seed=3, resume=resume, stop_after=stop_after, progress=False))
+    task = ToyTask(switch)
+    opt = torch.optim.SGD(task.parameters(), lr=0.1, momentum=0.9)
+    data_x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
+    data_y = torch.arange(40) % 3
+
+    def batches(u: int):
+        g = torch.Generator().manual_seed(engine.stream_seed(3, u))
+        perm = torch.randperm(40, generator=g)
+        return [(data_x[b], data_y[b]) for b in perm.split(8)]
+
+    loop = engine.Loop(
+        units=units,
+        batches=batches,
+        lr=lambda u: 0.1 if u < 3 else 0.01,  # a milestone at unit 3
+        accumulate=2,
+        set_epoch=[task],  # the loss switch at unit 4 (DRW-like)
+        evaluate=evaluate,
+        eval_every=1 if evaluate else 0,
+        select=select,
+        stats=lambda o, b: {"acc": (o["logits"].argmax(1) == o["y"]).float().mean()},
+        generators={"subset": task.generator},
+        batch_log="batches.csv",
+    )
+    res = engine.fit(task, opt, loop, ctx)
+    return task, res
+
+
+@pytest.mark.parametrize("stop", [1, 3, 4, 5])  # before the milestone, at it, at the loss switch, after both
+def test_resume_is_exact_across_schedule_switches(tmp_path, stop):
+    a, ra = toy_run(tmp_path / "a")
+    _, part = toy_run(tmp_path / "b", stop_after=stop)
+    assert not part.finished and part.units_done == stop
+    b, rb = toy_run(tmp_path / "b", resume=True)
+    assert rb.finished and rb.units_done == 6
+    assert ra.history == rb.history
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    rows_a = list(csv.reader(open(tmp_path / "a" / "batches.csv")))
+    rows_b = list(csv.reader(open(tmp_path / "b" / "batches.csv")))
+    assert rows_a == rows_b and len(rows_a) == 1 + 6 * 5  # header + 5 batches per unit, no duplicates
+
+
+def test_the_schedules_take_effect(tmp_path):
+    """The milestone and the loss switch change training (else the resume test would prove nothing)."""
+    _, base = toy_run(tmp_path / "a")
+    assert [r["lr"] for r in base.history] == [0.1, 0.1, 0.1, 0.01, 0.01, 0.01]
+    _, never = toy_run(tmp_path / "b", switch=99)
+    assert never.history[:4] == base.history[:4] and never.history[4] != base.history[4]
+
+
+def test_best_checkpoint_is_selected_and_loaded(tmp_path):
+    scores = iter([0.2, 0.9, 0.5, 0.1])
+    snapshots = {}
+
+    def evaluate(task):
+        snapshots[len(snapshots) + 1] = {k: v.clone() for k, v in task.state_dict().items()}
+        return {"val/acc": next(scores)}
+
+    task, res = toy_run(tmp_path, units=4, evaluate=evaluate, select="val/acc")
+    assert res.best == {"metric": "val/acc", "value": 0.9, "unit": 2}
+    assert all(torch.equal(v, snapshots[2][k]) for k, v in task.state_dict().items())
+    assert [r["val/acc"] for r in res.history] == [0.2, 0.9, 0.5, 0.1]
+
+
+def test_checkpoint_holds_only_tensors_and_containers(tmp_path):
+    toy_run(tmp_path, stop_after=2)
+    st = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # would raise on any pickled object
+    assert st["format"] == checkpoint.FORMAT and st["unit"] == 2
+    assert set(st) >= {"model", "optimizer", "scaler", "unit", "best", "rng", "history", "pending"}
+    assert "subset" in st["rng"]["generators"]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + str(Path(os.environ.get("EVIL_MARKER", "/tmp/x"))),))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    marker = tmp_path / "MARKER"
+    monkeypatch.setenv("EVIL_MARKER", str(marker))
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(pickle.dumps({"format": 1, "model": _Evil()}))
+    with pytest.raises(DataError, match="refused, not executed"):
+        checkpoint.load(path)
+    with pytest.raises(DataError, match="refused, not executed"):
+        toy_run(tmp_path, resume=True)
+    assert not marker.exists()
+
+
+def test_stream_seeds_are_independent():
+    a = {engine.stream_seed(s, e) for s in range(20) for e in range(20)}
+    assert len(a) == 400  # (s, e) and (s + 1, e - 1) no longer collide as seed + epoch did
+    assert engine.stream_seed(1, 2) == engine.stream_seed(1, 2)
+    with pytest.raises(ValueError, match=">= 0"):
+        engine.stream_seed(-1)
+
+
+def test_setup_seeds_initialisation(tmp_path):
+    engine.setup(engine.RunSpec(str(tmp_path), seed=5))
+    w1 = nn.Linear(3, 3).weight.detach().clone()
+    engine.setup(engine.RunSpec(str(tmp_path), seed=5))
+    assert torch.equal(w1, nn.Linear(3, 3).weight)
+
+
+DDP_SCRIPT = r'''
+import sys, json, torch
+from torch import nn
+from fewshot_sla import engine, distributed
+out, global_batch = sys.argv[1], int(sys.argv[2])
+ctx = engine.setup(engine.RunSpec(out, seed=0, device="cpu", progress=False))
+torch.manual_seed(0)
+class Lin(nn.Module):
+    def __init__(self):
+        super().__init__(); self.f = nn.Linear(5, 3)
+    def forward(self, x, y):
+        return {"loss": nn.functional.cross_entropy(self.f(x), y)}
+task = Lin()
+x = torch.randn(64, 5, generator=torch.Generator().manual_seed(1)); y = torch.arange(64) % 3
+r, w = ctx.dist.rank, ctx.dist.world_size
+per = global_batch // w
+def batches(u):
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(u))
+    return [(x[b[r * per:(r + 1) * per]], y[b[r * per:(r + 1) * per]]) for b in perm.split(global_batch)]
+loop = engine.Loop(units=3, batches=batches, lr=lambda u: 0.5, checkpoint_every=0)
+engine.fit(task, torch.optim.SGD(task.parameters(), lr=0.5), loop, ctx)
+if ctx.is_main:
+    json.dump([p.detach().tolist() for p in task.parameters()], open(out + "/params.json", "w"))
+distributed.shutdown()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_ddp_global_batch_equals_one_process(tmp_path):
+    """2 gloo processes with global batch 16 (8 each) take the steps of one process with batch 16."""
+    import json
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for name, launcher in (("one", [sys.executable]),
+                           ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                                    "--master_port=29533"])):
+        (tmp_path / name).mkdir()
+        res = subprocess.run([*launcher, str(script), str(tmp_path / name), "16"], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "params.json").read_text())
+    two = json.loads((tmp_path / "two" / "params.json").read_text())
+    for a, b in zip(one, two):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-6)
