@@ -13,20 +13,21 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from fewshot_sla.demo import SmallCNN
+from fewshot_sla import engine
 from fewshot_sla.metrics import mean_ci95
+from fewshot_sla.nets import SmallCNN
 from fewshot_sla.tracking import format_table
 
 from .protonet import ProtoNet
-from .sampler import EpisodeSampler, episode_labels, split_episode
-from .sla_episode import SLAEpisode
+from .sampler import EpisodeSampler
+from .task import EpisodeTask
 
 
-def run(episodes: int = 300, test_episodes: int = 300, seed: int = 0) -> list[dict[str, float | str]]:
+def run(
+    episodes: int = 300, test_episodes: int = 300, seed: int = 0, out: str = "runs/demo/fewshot"
+) -> list[dict[str, float | str]]:
     from sklearn.datasets import load_digits
-    from tqdm import tqdm
 
     d = load_digits()
     x = torch.from_numpy((d.images / 16.0 - 0.3).astype(np.float32)).unsqueeze(1)
@@ -35,30 +36,17 @@ def run(episodes: int = 300, test_episodes: int = 300, seed: int = 0) -> list[di
     xtr, ytr, xte, yte = x[train], y[train], x[test], y[test] - 5
     rows: list[dict[str, float | str]] = []
     for tf in ("none", "rotation"):
-        torch.manual_seed(seed)
-        sla = SLAEpisode(tf)
-        model = ProtoNet(SmallCNN())
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        ctx = engine.setup(engine.RunSpec(f"{out}/{tf}", seed=seed, progress=False))
+        task = EpisodeTask(ProtoNet(SmallCNN()), tf, 5, 1, 5)
         sampler = EpisodeSampler(ytr, 5, 1, 5, episodes, seed=seed)
-        for idx in tqdm(sampler, desc=f"few-shot demo ({tf})", file=sys.stderr, mininterval=2, leave=False):
-            model.train()
-            sy, qy = episode_labels(5, 1, 5)
-            sx, qx = split_episode(xtr[idx], 5, 1, 5)
-            sx, sy, qx, qy = sla.expand(sx, sy, qx, qy)
-            loss = F.cross_entropy(model(sx, sy, qx, ways=sla.ways_joint(5)), qy)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        model.eval()
+        loop = engine.Loop(units=episodes, batches=lambda e, s=sampler: [(xtr[s.episode(e)],)], lr=lambda e: 1e-3,
+                           unit_name="step", checkpoint_every=0)
+        engine.fit(task, torch.optim.Adam(task.parameters(), lr=1e-3), loop, ctx)
         si, ag = [], []
-        with torch.no_grad():
-            for idx in EpisodeSampler(yte, 5, 1, 15, test_episodes, seed=seed + 1):
-                sy, qy = episode_labels(5, 1, 15)
-                sx, qx = split_episode(xte[idx], 5, 1, 15)
-                sx_, sy_, qx_, _ = sla.expand(sx, sy, qx, qy)
-                z = model(sx_, sy_, qx_, ways=sla.ways_joint(5))
-                si.append((sla.single(z).argmax(1) == qy).float().mean().item())
-                ag.append((sla.aggregate(z).argmax(1) == qy).float().mean().item())
+        for idx in EpisodeSampler(yte, 5, 1, 15, test_episodes, seed=seed + 1):
+            p = task.predict(xte[idx], 5, 1, 15)
+            si.append((p["single"].argmax(1) == p["y"]).float().mean().item())
+            ag.append((p["aggregated"].argmax(1) == p["y"]).float().mean().item())
         for name, accs in ((("Baseline", si),) if tf == "none" else (("SLA+SI", si), ("SLA+AG", ag))):
             m, ci = mean_ci95(accs)
             rows.append({"method": name, "5-way 1-shot acc": m, "ci95": ci})

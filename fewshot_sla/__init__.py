@@ -6,7 +6,7 @@ Layout used throughout: ``x_aug[b*M + j] = T_j(x[b])``; joint label ``y*M + j``;
 ``import fewshot_sla`` imports neither wandb nor learn2learn.
 """
 
-from .model import PREDICT_MODES, DataAugmentation, MultiTask, SLAClassifier
+from .model import PREDICT_MODES, DataAugmentation, MultiTask, SLAClassifier, eval_mode
 from .sla import (
     aggregate_logits,
     check_labels,
@@ -43,4 +43,5 @@ __all__ = [
     "DataAugmentation",
     "MultiTask",
     "PREDICT_MODES",
+    "eval_mode",
 ]

@@ -18,9 +18,10 @@ and the demo prints a results table (with many/medium/few-shot accuracy), writes
 
 from __future__ import annotations
 
-import os
+import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import engine
 from .config import parse_config, save_config, to_dict
+from .counts import class_counts
 from .metrics import classification_report
 from .model import DataAugmentation, MultiTask, SLAClassifier
+from .nets import SmallCNN
+from .report import per_class_plot
 from .tracking import RunLogger, format_table
-from .utils import seed_everything
 
 
 @dataclass
@@ -55,29 +59,6 @@ class DemoConfig:
     num_threads: int = 2  # torch CPU threads
 
 
-class SmallCNN(nn.Module):
-    """conv(32)-BN-ReLU-conv(32)-BN-ReLU-pool-conv(64)-BN-ReLU-GAP for 8x8 grey images."""
-
-    def __init__(self, in_channels: int = 1) -> None:
-        super().__init__()
-
-        def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-        self.net = nn.Sequential(
-            *block(in_channels, 32),
-            *block(32, 32),
-            nn.MaxPool2d(2),
-            *block(32, 64),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.out_dim = 64
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
 def longtail_digits(cfg: DemoConfig) -> dict[str, Any]:
     """Balanced test split and an exponentially long-tailed training set of sklearn's digits."""
     from sklearn.datasets import load_digits
@@ -92,8 +73,7 @@ def longtail_digits(cfg: DemoConfig) -> dict[str, Any]:
         idx = rng.permutation(np.where(y == c)[0])
         test_idx.append(idx[: cfg.test_per_class])
         pool.append(idx[cfg.test_per_class :])
-    n_max = min(len(p) for p in pool)
-    counts = [int(n_max * cfg.imbalance_ratio ** (-c / (n_cls - 1))) for c in range(n_cls)]
+    counts = class_counts(min(len(p) for p in pool), n_cls, cfg.imbalance_ratio)
     train_idx = np.concatenate([p[:n] for p, n in zip(pool, counts)])
     test = np.concatenate(test_idx)
     mean, std = x[train_idx].mean(), x[train_idx].std()
@@ -140,60 +120,33 @@ LABELS = {
 }
 
 
-def train_one(method: str, data: dict[str, Any], cfg: DemoConfig, progress: Any) -> tuple[nn.Module, float]:
-    seed_everything(cfg.seed)
+def train_one(method: str, data: dict[str, Any], cfg: DemoConfig) -> tuple[nn.Module, float]:
+    """Train one regime with the engine: Adam, cosine learning rate per epoch, batches a function of (seed, epoch)."""
+    ctx = engine.setup(engine.RunSpec(str(Path(cfg.out) / method), seed=cfg.seed, num_threads=cfg.num_threads))
     model = build(method, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
-    g = torch.Generator().manual_seed(cfg.seed)
     x, y = data["x_train"], data["y_train"]
-    t0 = time.perf_counter()
-    for _ in range(cfg.epochs):
-        model.train()
+
+    def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        g = torch.Generator().manual_seed(engine.stream_seed(cfg.seed, epoch))
         for idx in torch.randperm(len(y), generator=g).split(cfg.batch_size):
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            loss = model(x[idx], y[idx])["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
-        progress.update(1)
+            if len(idx) >= 2:  # BatchNorm needs two samples
+                yield x[idx], y[idx]
+
+    loop = engine.Loop(
+        units=cfg.epochs,
+        batches=batches,
+        lr=lambda e: 0.5 * cfg.lr * (1 + math.cos(math.pi * e / cfg.epochs)),
+        checkpoint_every=0,  # seconds per method: nothing to resume
+        generators={"subset": model.generator} if isinstance(model, SLAClassifier) else {},
+    )
+    t0 = time.perf_counter()
+    engine.fit(model, opt, loop, ctx)
     return model.eval(), time.perf_counter() - t0
-
-
-def per_class_plot(rows: list[dict[str, Any]], counts: list[int], path: Path) -> Path | None:
-    """Grouped bars: per-class test accuracy of each method, classes sorted by training count."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install matplotlib): no plot", file=sys.stderr)
-        return None
-    order = np.argsort(counts)[::-1]
-    fig, ax = plt.subplots(figsize=(10, 5.5))
-    w = 0.8 / len(rows)
-    for k, r in enumerate(rows):
-        acc = np.asarray(r["per_class_acc"])[order]
-        ax.bar(np.arange(len(order)) + (k - (len(rows) - 1) / 2) * w, acc, w, label=r["method"])
-    ax.set_xticks(np.arange(len(order)), [f"{c}\n(n={counts[c]})" for c in order])
-    ax.set_xlabel("class (training images), most to least frequent")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Long-tailed digits: per-class accuracy")
-    ax.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.22))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def run(cfg: DemoConfig) -> dict[str, Any]:
     """Train every method, evaluate each prediction mode, write the outputs; returns the metrics."""
-    from tqdm import tqdm
-
     torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,30 +155,19 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     logger = RunLogger(out, to_dict(cfg), wandb_mode=cfg.wandb, name="demo-digits-lt", quiet=True)
     rows: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
-    with tqdm(
-        total=cfg.epochs * len(cfg.methods), desc="demo", unit="epoch", file=sys.stderr, mininterval=2
-    ) as progress:
-        for method in cfg.methods:
-            progress.set_postfix_str(method)
-            model, secs = train_one(method, data, cfg, progress)
-            for mode in model.modes():  # type: ignore[operator]
-                pred = model.predict(data["x_test"], mode).argmax(1)  # type: ignore[operator]
-                rep = classification_report(data["y_test"], pred, 10, data["counts"])
-                name = LABELS.get((method, mode), f"{method}/{mode}")
-                rows.append(
-                    {
-                        "method": name,
-                        "acc": rep["acc"],
-                        "many": rep["acc_many"],
-                        "medium": rep["acc_medium"],
-                        "few": rep["acc_few"],
-                        "train_s": secs,
-                        "per_class_acc": rep["per_class_acc"],
-                    }
-                )
-                key = f"{method}/{mode}"
-                metrics.update({f"test/{key}/{k}": v for k, v in rep.items()})
-                logger.log_per_class(f"per_class/{key}", rep["per_class_acc"], data["classes"], data["counts"])  # type: ignore[arg-type]
+    for method in cfg.methods:
+        print(f"demo: {method}", file=sys.stderr)
+        model, secs = train_one(method, data, cfg)
+        for mode in model.modes():  # type: ignore[operator]
+            pred = model.predict(data["x_test"], mode).argmax(1)  # type: ignore[operator]
+            rep = classification_report(data["y_test"], pred, 10, data["counts"])
+            name = LABELS.get((method, mode), f"{method}/{mode}")
+            keep = ("acc", "acc_many", "acc_medium", "acc_few", "per_class_acc")
+            row = {"method": name, **{k.replace("acc_", ""): rep[k] for k in keep}, "train_s": secs}
+            rows.append(row)
+            key = f"{method}/{mode}"
+            metrics.update({f"test/{key}/{k}": v for k, v in rep.items()})
+            logger.log_per_class(f"per_class/{key}", rep["per_class_acc"], data["classes"], data["counts"])  # type: ignore[arg-type]
     cols = ["method", "acc", "many", "medium", "few", "train_s"]
     table = format_table(rows, cols)
     header = (
@@ -235,7 +177,9 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     )
     print("\n" + header + table)
     logger.write_text("results.md", header + table + "\n")
-    plot = per_class_plot(rows, data["counts"], out / "per_class_acc.png")
+    series = {r["method"]: r["per_class_acc"] for r in rows}
+    title = "Long-tailed digits: per-class accuracy"
+    plot = per_class_plot(series, data["counts"], out / "per_class_acc.png", title=title)
     if plot is not None:
         logger.log_image("per_class_acc", plot)
         print(f"\nper-class plot: {plot}")
@@ -247,7 +191,6 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(DemoConfig, argv, prog="sla-demo")
-    os.environ.setdefault("WANDB_SILENT", "true")
     run(cfg)
     return 0
 

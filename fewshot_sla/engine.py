@@ -252,7 +252,8 @@ def fit(
     out = ctx.out
     ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
     fmt = torch.channels_last if spec.channels_last else torch.contiguous_format
-    task.to(device, memory_format=fmt)
+    task.to(device)
+    task.to(memory_format=fmt)
     amp = spec.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling; kept in the format
     start, history = 0, []

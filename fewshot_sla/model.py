@@ -2,7 +2,8 @@
 
 Each regime is an ``nn.Module`` holding a backbone and its heads. ``forward(x, y)`` trains:
 it returns a dict with ``loss`` and the tensors metrics need; the loop touches only ``loss``.
-``predict(x, mode)`` returns ``(B, N)`` class logits.
+``predict(x, mode)`` returns ``(B, N)`` class logits; it always runs in eval mode (BatchNorm with
+running statistics, which it leaves untouched) and restores every submodule's previous mode.
 
 * :class:`SLAClassifier` -- SLA (Lee, Hwang & Shin, ICML 2020): a joint ``N*M``-way head on the
   transformed copies (Eq. 5), optionally an ``N``-way self-distillation head (SLA+SD, Eq. 7),
@@ -14,7 +15,10 @@ it returns a dict with ``loss`` and the tensors metrics need; the loop touches o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +34,40 @@ from .sla import (
 )
 from .transforms import Transform, get_transform
 
-__all__ = ["SLAClassifier", "DataAugmentation", "MultiTask", "PREDICT_MODES", "Criterion"]
+__all__ = ["SLAClassifier", "DataAugmentation", "MultiTask", "PREDICT_MODES", "Criterion", "eval_mode"]
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
 HeadFactory = Callable[[int, int], nn.Module]
 PREDICT_MODES = ("single", "aggregated", "distilled")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` (and all its submodules) in eval mode, then restore each one's own mode.
+
+    Restoring per submodule, not ``module.train(prev)``, keeps deliberate mixes intact, e.g. a
+    frozen BatchNorm left in eval mode inside a model that trains.
+    """
+    before = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, was_training in before:
+            m.training = was_training
+
+
+def _predicts_in_eval(fn: _F) -> _F:
+    """Run a ``predict`` method without gradients and in eval mode: a model left in train mode
+    would otherwise normalise with batch statistics and overwrite BatchNorm's running stats."""
+
+    @functools.wraps(fn)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad(), eval_mode(self):
+            return fn(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _feat_dim(backbone: nn.Module, feat_dim: int | None) -> int:
@@ -64,9 +97,15 @@ class SLAClassifier(nn.Module):
         sd_criterion: the supervised term of the SD loss on the ``N``-way head; cross-entropy
             by default.
         temperature: SD temperature ``T``.
+        distill_scale: ``s``, multiplies the teacher (aggregated joint) and student logits in the SD
+            KL term only (:func:`self_distillation_loss`'s ``scale``); ``sd_criterion`` still gets
+            the raw logits. Use the cosine scale (30 for LDAM) with ``NormedLinear`` heads, whose
+            logits lie in ``[-1, 1]``: unscaled, the teacher is nearly uniform and distillation
+            contributes almost no gradient.
         subset_k: train on ``k`` random copies per image (identity always kept) instead of all ``M``.
         head: factory ``(in_features, out_features) -> module`` for the heads (``nn.Linear``).
-        seed: seed of the local generator that draws the random subsets.
+        seed: seed of :attr:`generator`, the local generator that draws the random subsets (save
+            and restore its state with a checkpoint for an exact resume).
     """
 
     def __init__(
@@ -82,12 +121,15 @@ class SLAClassifier(nn.Module):
         subset_k: int | None = None,
         head: HeadFactory = nn.Linear,
         seed: int = 0,
+        distill_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"SLAClassifier: num_classes must be >= 1, got {num_classes}")
         if not temperature > 0:
             raise ValueError(f"SLAClassifier: temperature must be > 0, got {temperature}")
+        if not distill_scale > 0:
+            raise ValueError(f"SLAClassifier: distill_scale must be > 0, got {distill_scale}")
         self.transform = get_transform(transform)
         self.m = self.transform.m
         if subset_k is not None and not 1 <= subset_k <= self.m:
@@ -105,8 +147,9 @@ class SLAClassifier(nn.Module):
         self.criterion = criterion or sla_loss
         self.sd_criterion = sd_criterion
         self.temperature = float(temperature)
+        self.distill_scale = float(distill_scale)
         self.subset_k = subset_k
-        self._gen = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)
 
     @property
     def distill(self) -> bool:
@@ -121,7 +164,7 @@ class SLAClassifier(nn.Module):
         """
         check_labels(y, self.num_classes, what=f"{type(self).__name__} labels")
         if self.subset_k is not None and self.subset_k < self.m:
-            x_aug, y_joint, _ = expand_subset(x, y, self.transform, self.subset_k, self._gen)
+            x_aug, y_joint, _ = expand_subset(x, y, self.transform, self.subset_k, self.generator)
             z = self.joint_head(self.backbone(x_aug))
             return {"loss": self.criterion(z, y_joint), "joint_logits": z, "y_joint": y_joint}
         x_aug, y_joint = expand(x, y, self.transform)
@@ -132,16 +175,18 @@ class SLAClassifier(nn.Module):
         if self.sd_head is not None:
             teacher = aggregate_logits(z, self.m)
             student = self.sd_head(feats[:: self.m])  # the identity copies
-            sd = self_distillation_loss(student, teacher, y, self.temperature, self.sd_criterion)
+            sd = self_distillation_loss(
+                student, teacher, y, self.temperature, self.sd_criterion, scale=self.distill_scale
+            )
             loss = loss + sd
             out["sd_loss"] = sd.detach()
             out["distilled_logits"] = student
         out["loss"] = loss
         return out
 
-    @torch.no_grad()
+    @_predicts_in_eval
     def predict(self, x: Tensor, mode: str = "aggregated") -> Tensor:
-        """Class logits ``(B, N)``.
+        """Class logits ``(B, N)``, computed in eval mode (the previous modes are restored).
 
         Args:
             x: ``(B, C, H, W)``.
@@ -197,8 +242,9 @@ class DataAugmentation(nn.Module):
         y_rep = y.repeat_interleave(self.m)
         return {"loss": self.criterion(logits, y_rep), "logits": logits[:: self.m].detach()}
 
-    @torch.no_grad()
+    @_predicts_in_eval
     def predict(self, x: Tensor, mode: str = "single") -> Tensor:
+        """Class logits ``(B, N)`` of the untransformed ``x (B, C, H, W)``, in eval mode."""
         if mode != "single":
             raise ValueError(f"DataAugmentation supports predict(mode='single') only, got {mode!r}")
         return self.head(self.backbone(x))
@@ -245,8 +291,9 @@ class MultiTask(nn.Module):
             "logits": u[:: self.m].detach(),
         }
 
-    @torch.no_grad()
+    @_predicts_in_eval
     def predict(self, x: Tensor, mode: str = "single") -> Tensor:
+        """Class logits ``(B, N)`` of the untransformed ``x (B, C, H, W)``, in eval mode."""
         if mode != "single":
             raise ValueError(f"MultiTask supports predict(mode='single') only, got {mode!r}")
         return self.class_head(self.backbone(x))

@@ -9,7 +9,8 @@ Lee, Hwang & Shin, ICML 2020 (arXiv 1910.05872). Layout (see :mod:`fewshot_sla.t
 * :func:`aggregate_logits` -- SLA+AG, Eq. (6): ``s[b, i] = mean_j z[b*M + j, i*M + j]`` (the
   logits are averaged, then a softmax gives the aggregated posterior).
 * :func:`self_distillation_loss` -- SLA+SD, Eq. (7): an ``N``-way student head trained with
-  cross-entropy plus ``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, teacher detached.
+  cross-entropy plus ``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, teacher detached;
+  ``scale`` multiplies both logits inside the KL term only (for cosine heads, see below).
 """
 
 from __future__ import annotations
@@ -186,23 +187,35 @@ def self_distillation_loss(
     targets: Tensor,
     temperature: float = 1.0,
     criterion: Callable[[Tensor, Tensor], Tensor] | None = None,
+    scale: float = 1.0,
 ) -> Tensor:
-    """SLA+SD (Eq. 7): ``CE(student, y) + T^2 * KL(softmax(teacher/T) || softmax(student/T))``.
+    """SLA+SD (Eq. 7): ``CE(student, y) + T^2 * KL(softmax(s*teacher/T) || softmax(s*student/T))``.
 
     The teacher (the aggregated SLA logits) is detached: gradients reach only the student.
-    ``criterion`` replaces the cross-entropy term (e.g. an imbalance loss on the ``N``-way head).
+    ``criterion`` replaces the cross-entropy term (e.g. an imbalance loss on the ``N``-way head);
+    it always gets the unscaled student logits.
+
+    ``scale`` (``s``) matters for cosine heads (``NormedLinear``, as LDAM uses): their logits lie in
+    ``[-1, 1]`` and LDAM multiplies them by ``s = 30`` only inside its own cross-entropy. Distilled
+    unscaled, the teacher's softmax is nearly uniform and the KL gradient is hundreds of times
+    smaller than the CE gradient; pass the same ``s`` here so the KL term sees the logits at the
+    scale the classifier is trained at.
 
     Args:
         student_logits: ``(B, N)`` from the ``N``-way head on the identity copy.
         teacher_logits: ``(B, N)`` aggregated logits (:func:`aggregate_logits`).
         targets: ``(B,)`` class labels.
         temperature: ``T > 0``.
+        criterion: ``(student_logits (B, N), targets (B,)) -> scalar``; cross-entropy by default.
+        scale: ``s > 0``, multiplies both logits in the KL term only.
 
     Returns:
         Scalar, both terms averaged over the batch.
     """
     if not temperature > 0:
         raise ValueError(f"self_distillation_loss: temperature must be > 0, got {temperature}")
+    if not scale > 0:
+        raise ValueError(f"self_distillation_loss: scale must be > 0, got {scale}")
     if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
         raise ValueError(
             "self_distillation_loss: student and teacher logits must both be (B, N), got "
@@ -211,15 +224,11 @@ def self_distillation_loss(
     check_labels(targets, student_logits.shape[1], what="self_distillation_loss targets")
     t = float(temperature)
     ce = F.cross_entropy(student_logits, targets) if criterion is None else criterion(student_logits, targets)
+    k = float(scale) / t  # scale and temperature enter the KL term only through their ratio
     kl = F.kl_div(
-        F.log_softmax(student_logits / t, dim=1),
-        F.log_softmax(teacher_logits.detach() / t, dim=1),
+        F.log_softmax(student_logits * k, dim=1),
+        F.log_softmax(teacher_logits.detach() * k, dim=1),
         reduction="batchmean",
         log_target=True,
     )
     return ce + t * t * kl
-
-
-def transform_indices(m: int, b: int, device: torch.device | None = None) -> Tensor:
-    """Transform index of each row of an expanded batch: ``(B*M,)``, ``out[b*M + j] = j``."""
-    return torch.arange(m, device=device).repeat(b)

@@ -4,25 +4,98 @@ W&B is optional and offline by default: ``mode="offline"`` writes a local run un
 ``OUT/wandb/`` (``wandb sync`` uploads it later), ``"online"`` needs a login the user made,
 ``"disabled"`` skips it. wandb is imported only here and only when a run is asked for; any W&B
 failure prints a warning and training goes on.
+
+Offline means offline: unless the effective mode is ``"online"``, W&B's error reporting (Sentry,
+which looks up its server's host name and connects to it when W&B's service reports something)
+is switched off with ``WANDB_ERROR_REPORTING=false``, unless the user set that variable.
+W&B's staging, cache and artifact folders (``WANDB_DATA_DIR``, ``WANDB_CACHE_DIR``,
+``WANDB_ARTIFACT_DIR``) are ``OUT/wandb/.data``, ``.cache`` and ``.artifacts`` instead of the home
+folder, so everything an offline run references (e.g. the files of its Tables) stays in ``OUT``
+and ``wandb sync OUT/wandb/offline-run-*`` works from another machine. These are process-wide
+environment variables: :class:`RunLogger` sets them for its run only and restores the previous
+values in :meth:`RunLogger.finish` (a process may run a grid of runs, one folder each). W&B
+starts its service process once per Python process, so the error-reporting setting of the first
+W&B run of a process holds for its later runs too (its service log stays in that run's ``.cache``).
+
+Runs that differ only by seed (or by output folder, device, ...) share a W&B ``group``,
+:func:`run_group` of their config, so W&B can average them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .utils import atomic_write_text, git_commit, write_json
+from .utils import atomic_write_text, git_commit, json_dumps, write_json
 
-__all__ = ["RunLogger", "WANDB_MODES", "format_table"]
+__all__ = ["RunLogger", "WANDB_MODES", "GROUP_IGNORE", "format_table", "run_group"]
 
 WANDB_MODES = ("offline", "online", "disabled")
+
+#: Config keys that do not change what a run computes (beyond its seed): left out of :func:`run_group`.
+GROUP_IGNORE: tuple[str, ...] = (
+    "seed",
+    "out",
+    "resume",
+    "stop_after",
+    "wandb",
+    "device",
+    "num_threads",
+    "data_root",
+    "download",
+    "amp",
+    "channels_last",
+    "compile",
+    "eval_every",
+    "checkpoint_every",
+    "grid_loss",
+    "grid_transform",
+)
+
+
+def run_group(config: Mapping[str, Any], ignore: Iterable[str] = GROUP_IGNORE, prefix: str = "cfg") -> str:
+    """A short stable W&B group name shared by runs whose configs differ only in ``ignore`` keys.
+
+    Args:
+        config: the resolved config (top-level keys are compared; values must be JSON-like).
+        ignore: top-level keys left out (by default the seed, output folder, device, ...).
+        prefix: the name's prefix.
+
+    Returns:
+        ``f"{prefix}-{h}"`` with ``h`` the first 10 hex digits of the SHA-1 of the remaining
+        config as canonical JSON (sorted keys), the same in every process and Python version.
+    """
+    skip = set(ignore)
+    kept = {str(k): v for k, v in config.items() if str(k) not in skip}
+    digest = hashlib.sha1(json_dumps(kept, sort_keys=True).encode()).hexdigest()
+    return f"{prefix}-{digest[:10]}"
+
+
+def _wandb_env(mode: str, out: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Environment for a W&B run in ``mode``: ``(always, defaults)``, the variables to set and
+    those to set only where the user has not."""
+    base = out.resolve() / "wandb"
+    always = {
+        # Table/artifact staging (default ~/.local/share/wandb): offline runs reference these files,
+        # so they must travel with OUT for `wandb sync` on another machine.
+        "WANDB_DATA_DIR": str(base / ".data"),
+        "WANDB_CACHE_DIR": str(base / ".cache"),  # artifact cache (default ~/.cache/wandb)
+        "WANDB_ARTIFACT_DIR": str(base / ".artifacts"),  # downloaded artifacts (default ./artifacts)
+    }
+    defaults = {"WANDB_SILENT": "true"}
+    if mode != "online":
+        # W&B's service reports its errors to Sentry (a DNS lookup, then HTTPS): not in offline runs.
+        # Read when the service process starts (it gets --no-observability), once per process.
+        defaults["WANDB_ERROR_REPORTING"] = "false"
+    return always, defaults
 
 
 def _fmt(v: Any) -> str:
@@ -48,7 +121,9 @@ class RunLogger:
         config: the resolved config (a dict), saved in ``metrics.json`` and the W&B config.
         wandb_mode: ``"offline"`` (default), ``"online"`` or ``"disabled"``; the ``WANDB_MODE``
             environment variable, when set, wins (tests force ``offline``/``disabled``).
-        project / name / group: W&B run identifiers.
+        project / name: W&B run identifiers.
+        group: the W&B group; by default :func:`run_group` of ``config`` (runs differing only in
+            seed, output folder, device, ... share it), none without a config.
         enabled: False on non-zero distributed ranks: nothing is written or logged.
         quiet: do not print scalars to the console.
     """
@@ -74,6 +149,8 @@ class RunLogger:
         self.summary: dict[str, Any] = {}
         self.meta: dict[str, Any] = {"git_commit": git_commit(), **(extra or {})}
         self.run: Any = None
+        self._saved_env: dict[str, str | None] = {}  # environment to restore in finish()
+        self.group = run_group(self.config) if group is None and self.config else group
         if not enabled:
             return
         self.out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +159,7 @@ class RunLogger:
             mode = wandb_mode
         self.wandb_mode = mode
         if mode != "disabled":
-            self._start_wandb(mode, project, name, group)
+            self._start_wandb(mode, project, name, self.group)
 
     # -- W&B -------------------------------------------------------------------------------
     def _start_wandb(self, mode: str, project: str, name: str | None, group: str | None) -> None:
@@ -91,8 +168,9 @@ class RunLogger:
         except ImportError:
             warnings.warn("wandb is not installed (pip install wandb); logging to metrics.json only", stacklevel=3)
             return
+        always, defaults = _wandb_env(mode, self.out)
+        self._set_env(always, defaults)
         try:
-            os.environ.setdefault("WANDB_SILENT", "true")
             self.run = wandb.init(
                 mode=mode,  # type: ignore[arg-type]
                 dir=str(self.out),
@@ -105,6 +183,23 @@ class RunLogger:
         except Exception as e:  # W&B must never stop training
             warnings.warn(f"W&B init failed ({type(e).__name__}: {e}); logging to metrics.json only", stacklevel=3)
             self.run = None
+            self._restore_env()
+
+    def _set_env(self, always: dict[str, str], defaults: dict[str, str]) -> None:
+        """Set ``always`` and the ``defaults`` the user has not set, remembering the previous values."""
+        todo = {**{k: v for k, v in defaults.items() if k not in os.environ}, **always}
+        for k, v in todo.items():
+            self._saved_env.setdefault(k, os.environ.get(k))
+            os.environ[k] = v
+
+    def _restore_env(self) -> None:
+        """Put back the environment variables :meth:`_set_env` changed (unset ones are removed)."""
+        for k, prev in self._saved_env.items():
+            if prev is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = prev
+        self._saved_env = {}
 
     def _wandb(self, fn_name: str, *args: Any, **kwargs: Any) -> None:
         if self.run is None:
@@ -124,14 +219,13 @@ class RunLogger:
         """Scalars (and short lists) for one step: console line, ``history.jsonl`` and W&B."""
         if not self.enabled:
             return
-        import json
-
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, np.floating, np.integer))}
         if not self.quiet and scalars:
             msg = "  ".join(f"{k}={_fmt(float(v))}" for k, v in scalars.items())
             print(f"[step {step}] {msg}" if step is not None else msg, file=sys.stderr)
         with open(self.out / "history.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+            # strict JSON: a NaN loss is written as null, not as the non-JSON literal NaN
+            f.write(json_dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
         self._wandb("log", {k: float(v) for k, v in scalars.items()}, step=step)
 
     def log_per_class(
@@ -219,6 +313,7 @@ class RunLogger:
                     self._wandb_summary(k, float(v))
             self._wandb("save", str(path), base_path=str(self.out), policy="now")
             self._wandb("finish")
+        self._restore_env()
         return path
 
     def _wandb_summary(self, key: str, value: float) -> None:

@@ -10,10 +10,30 @@ The layout used everywhere in this package (written down once, here):
 * joint logits of shape ``(B*M, N*M)``, column ``i*M + j`` = (class ``i``, transform ``j``).
 
 Transform 0 is always the identity.
+
+Colour permutations of normalised images
+----------------------------------------
+Data pipelines usually normalise per channel, ``xn = (x - mean) / std``, before the batch reaches
+:func:`fewshot_sla.expand`. Permuting the channels of ``xn`` then moves each channel's offset and
+scale with it (on CIFAR up to about 0.22 std), so the network can read off which permutation was
+applied from first-order image statistics instead of learning colour semantics. Give the colour
+permutation the normalisation statistics and it permutes the *raw* channels instead:
+``T_j(xn) = (x[perm] - mean) / std = (xn[perm] * std[perm] + mean[perm] - mean) / std``::
+
+    t = get_transform("color_perm", stats=(CIFAR_MEAN, CIFAR_STD))      # a registered name
+    t = ColorPermutation(mean=CIFAR_MEAN, std=CIFAR_STD)                  # built directly
+    t = TRANSFORMS["rotation_color_perm"].with_stats(CIFAR_MEAN, CIFAR_STD)  # any Transform
+    x_aug, y_joint = expand(xn, y, t)
+
+:meth:`Transform.with_stats` returns a new transform (registered ones are never modified) and
+is a no-op for families that treat every channel alike (identity, rotations); a :class:`Product`
+passes the statistics to both factors. Without statistics a colour permutation permutes the
+channels of its input as they are, which is right for un-normalised input (e.g. ``[0, 1]``).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -27,7 +47,30 @@ __all__ = [
     "Product",
     "TRANSFORMS",
     "get_transform",
+    "Stats",
 ]
+
+#: Per-channel normalisation statistics ``(mean, std)``, each one value per channel.
+Stats = tuple[Sequence[float], Sequence[float]]
+
+
+def _check_stats(
+    mean: Sequence[float], std: Sequence[float], what: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Validate ``(mean, std)`` and return them as tuples of floats."""
+    try:
+        m = tuple(float(v) for v in mean)
+        s = tuple(float(v) for v in std)
+    except TypeError:
+        raise TypeError(
+            f"{what}: mean and std must be sequences of per-channel floats, e.g. "
+            f"mean=(0.4914, 0.4822, 0.4465), got {type(mean).__name__} and {type(std).__name__}"
+        ) from None
+    if len(m) != len(s) or not m:
+        raise ValueError(f"{what}: mean and std need one value per channel each, got {len(m)} and {len(s)}")
+    if not all(v > 0 for v in s):
+        raise ValueError(f"{what}: every std must be > 0, got std={s}")
+    return m, s
 
 
 def _check_batch(x: Tensor, what: str) -> None:
@@ -76,6 +119,21 @@ class Transform:
             if bool(mask.any()):
                 out[mask] = self.apply(x[mask], t)
         return out
+
+    def with_stats(self, mean: Sequence[float], std: Sequence[float]) -> Transform:
+        """Return this family for input normalised per channel as ``(x - mean) / std``.
+
+        Families that treat every channel alike (identity, rotations) do not depend on the
+        normalisation and return ``self``; :class:`ColorPermutation` and :class:`Product` return a
+        new object (``self`` is never modified). A custom transform that mixes channels should
+        override this.
+
+        Args:
+            mean: per-channel mean ``(C,)`` that was subtracted.
+            std: per-channel std ``(C,)`` that was divided by.
+        """
+        _check_stats(mean, std, self.name)
+        return self
 
     def __call__(self, x: Tensor) -> Tensor:
         """Return all ``M`` copies: ``(B, C, H, W) -> (B*M, C, H, W)``, ``out[b*M + j] = T_j(x[b])``."""
@@ -131,20 +189,53 @@ class Rotation(Transform):
 class ColorPermutation(Transform):
     """Permutations of the RGB channels; ``perms[0]`` must be ``(0, 1, 2)``.
 
+    Without statistics, ``T_j(x) = x[:, perm]``. With ``mean`` and ``std`` (the per-channel
+    normalisation the input went through, ``xn = (x - mean) / std``), ``T_j(xn)`` equals the
+    normalised permuted raw image ``(x[:, perm] - mean) / std``, so a permuted channel keeps the
+    statistics of the channel it lands in and does not reveal the permutation.
+
     Args:
         perms: channel orders, e.g. ``(1, 2, 0)`` maps output channel ``c`` to input ``perm[c]``.
+        name: the family's name.
+        mean: per-channel mean ``(3,)`` subtracted by the normalisation, or None.
+        std: per-channel std ``(3,)`` divided by in the normalisation, or None (both or neither).
     """
 
     def __init__(
         self,
         perms: Sequence[Sequence[int]] = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)),
         name: str = "color_perm",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         self.perms = tuple(tuple(int(c) for c in p) for p in perms)
         if not self.perms or self.perms[0] != (0, 1, 2):
             raise ValueError(f"{name}: the first permutation must be the identity (0, 1, 2)")
+        if any(sorted(p) != [0, 1, 2] for p in self.perms):
+            raise ValueError(f"{name}: every permutation must reorder the channels (0, 1, 2), got {list(self.perms)}")
         self.m = len(self.perms)
         self.name = name
+        self.mean: tuple[float, ...] | None = None
+        self.std: tuple[float, ...] | None = None
+        if (mean is None) != (std is None):
+            raise ValueError(f"{name}: pass both mean and std (the normalisation statistics) or neither")
+        if mean is not None and std is not None:
+            self.mean, self.std = _check_stats(mean, std, name)
+            if len(self.mean) != 3:
+                raise ValueError(
+                    f"{name}: mean and std need 3 values (RGB), got {len(self.mean)}; colour permutations "
+                    "need 3-channel images: use transform 'rotation' for grey-scale data such as Omniglot"
+                )
+
+    @property
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The normalisation statistics ``(mean, std)`` this family corrects for, or None."""
+        return None if self.mean is None or self.std is None else (self.mean, self.std)
+
+    def with_stats(self, mean: Sequence[float], std: Sequence[float]) -> ColorPermutation:
+        """A copy of this family for input normalised as ``(x - mean) / std`` (see the class doc);
+        statistics this family already had are replaced."""
+        return ColorPermutation(self.perms, name=self.name, mean=mean, std=std)
 
     def check(self, x: Tensor) -> None:
         super().check(x)
@@ -157,7 +248,22 @@ class ColorPermutation(Transform):
 
     def apply(self, x: Tensor, j: int) -> Tensor:
         p = self.perms[j]
-        return x if p == (0, 1, 2) else x[:, list(p)]
+        if p == (0, 1, 2):
+            return x
+        xp = x[:, list(p)]
+        if self.mean is None or self.std is None:
+            return xp
+        # Undo the normalisation of the source channel and redo it with the target channel's
+        # statistics, folded into one per-channel affine map: xp * std[p]/std + (mean[p]-mean)/std.
+        mean = torch.tensor(self.mean, dtype=torch.float64)
+        std = torch.tensor(self.std, dtype=torch.float64)
+        scale = (std[list(p)] / std).to(x.dtype).to(x.device).view(1, 3, 1, 1)
+        shift = ((mean[list(p)] - mean) / std).to(x.dtype).to(x.device).view(1, 3, 1, 1)
+        return xp * scale + shift
+
+    def __repr__(self) -> str:
+        extra = f", mean={self.mean}, std={self.std}" if self.mean is not None else ""
+        return f"{type(self).__name__}(name={self.name!r}, m={self.m}{extra})"
 
 
 class Product(Transform):
@@ -180,6 +286,15 @@ class Product(Transform):
         r, c = divmod(j, self.inner.m)
         return self.outer.apply(self.inner.apply(x, c), r)
 
+    def with_stats(self, mean: Sequence[float], std: Sequence[float]) -> Transform:
+        """The product of both factors' :meth:`Transform.with_stats` (same name, same order)."""
+        outer, inner = self.outer.with_stats(mean, std), self.inner.with_stats(mean, std)
+        if outer is self.outer and inner is self.inner:
+            return self
+        new = copy.copy(self)  # keeps the name and any subclass attributes
+        new.outer, new.inner = outer, inner
+        return new
+
 
 def _registry() -> dict[str, Transform]:
     return {
@@ -196,15 +311,33 @@ def _registry() -> dict[str, Transform]:
 TRANSFORMS: dict[str, Transform] = _registry()
 
 
-def get_transform(transform: str | Transform) -> Transform:
-    """Return a transform object from a name in :data:`TRANSFORMS` or an object."""
+def get_transform(transform: str | Transform, stats: Stats | None = None) -> Transform:
+    """Return a transform object from a name in :data:`TRANSFORMS` or an object.
+
+    Args:
+        transform: a registered name or a :class:`Transform` (returned unchanged without ``stats``).
+        stats: ``(mean, std)`` per channel when the images the transform will see were normalised
+            as ``(x - mean) / std``; applied with :meth:`Transform.with_stats` (a new object, the
+            registry is not modified). Only colour permutations depend on it.
+    """
     if isinstance(transform, Transform):
-        return transform
-    if isinstance(transform, str):
+        t = transform
+    elif isinstance(transform, str):
         try:
-            return TRANSFORMS[transform]
+            t = TRANSFORMS[transform]
         except KeyError:
             raise ValueError(
                 f"unknown transform {transform!r}; known transforms: {', '.join(sorted(TRANSFORMS))}"
             ) from None
-    raise TypeError(f"transform must be a name or a Transform, got {type(transform).__name__}")
+    else:
+        raise TypeError(f"transform must be a name or a Transform, got {type(transform).__name__}")
+    if stats is None:
+        return t
+    try:
+        mean, std = stats
+    except (TypeError, ValueError):
+        raise ValueError(
+            "get_transform: stats must be a pair (mean, std) of per-channel sequences, e.g. "
+            "((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))"
+        ) from None
+    return t.with_stats(mean, std)

@@ -1,4 +1,11 @@
-"""Small shared helpers: seeding, device, git commit, atomic files, JSON that tolerates NaN."""
+"""Small shared helpers: seeding, device, git commit, atomic files, strict JSON.
+
+:func:`write_json` writes standard JSON that any parser accepts: NaN and +-inf (Python floats,
+NumPy scalars and arrays, torch tensors, at any depth) become ``null``, since the ``NaN`` /
+``Infinity`` literals Python emits by default are not JSON and strict parsers (``jq``, browsers,
+``JSON.parse``, W&B's web view) reject the whole file. Python-side dicts keep their NaN; only the
+file holds ``null`` (read back as ``None``).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ __all__ = [
     "git_commit",
     "atomic_torch_save",
     "atomic_write_text",
+    "json_dumps",
     "write_json",
     "read_json",
 ]
@@ -84,35 +92,49 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
+def _finite_or_none(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
 def _jsonable(o: Any) -> Any:
+    """A copy of ``o`` made of JSON types only; non-finite floats become None (``null``)."""
     if isinstance(o, dict):
         return {str(k): _jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [_jsonable(v) for v in o]
     if isinstance(o, np.ndarray):
         return _jsonable(o.tolist())
-    if isinstance(o, (np.floating, float)):
-        return float(o)
-    if isinstance(o, np.integer):
-        return int(o)
     if isinstance(o, torch.Tensor):
         return _jsonable(o.detach().cpu().tolist())
+    if isinstance(o, (bool, np.bool_)):  # before the number checks: bool is an int subclass
+        return bool(o)
+    if isinstance(o, (np.floating, float)):
+        return _finite_or_none(float(o))
+    if isinstance(o, np.integer):
+        return int(o)
     if isinstance(o, Path):
         return str(o)
     return o
 
 
+def json_dumps(obj: Any, indent: int | None = None, sort_keys: bool = False) -> str:
+    """Strict JSON text of ``obj``: NaN and +-inf become ``null`` (also inside NumPy arrays and
+    torch tensors); NumPy scalars, tensors and paths become plain JSON values.
+
+    Raises:
+        TypeError: when a value has no JSON form (e.g. an arbitrary object).
+    """
+    return json.dumps(_jsonable(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)
+
+
 def write_json(obj: Any, path: str | Path) -> None:
-    """Atomic JSON; NaN is written as ``NaN`` (Python's json reads it back as float('nan'))."""
-    atomic_write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=True) + "\n", path)
+    """Write ``obj`` atomically as strict JSON (:func:`json_dumps`, indented); NaN/inf as ``null``."""
+    atomic_write_text(json_dumps(obj, indent=2) + "\n", path)
 
 
 def read_json(path: str | Path) -> Any:
+    """Parse a JSON file (``null`` comes back as None)."""
     return json.loads(Path(path).read_text())
-
-
-def isnan(x: Any) -> bool:
-    return isinstance(x, float) and math.isnan(x)
 
 
 class DataError(ValueError):

@@ -17,14 +17,26 @@ from .data import (
     longtail_indices,
     normalize,
 )
-from .losses import LOSSES, ImbalanceLoss, NormedLinear, cb_weights, drw_weights, head_for, ldam_margins, make_loss
-from .samplers import SAMPLERS, LTSampler, class_probabilities, make_sampler
+from .losses import (
+    LOSSES,
+    ImbalanceLoss,
+    NormedLinear,
+    VSLoss,
+    cb_weights,
+    drw_weights,
+    head_for,
+    ldam_margins,
+    make_loss,
+    vs_adjustments,
+)
+from .samplers import SAMPLERS, LTSampler, class_probabilities, epoch_seed, make_sampler
 from .schedules import LTSchedule, drw_active, ldam_lr, scale_epochs
 
 __all__ = [
     "CIFAR_MEAN", "CIFAR_STD", "DATASETS", "PROFILES", "LTData", "augment_batch", "class_counts",
     "load_cifar_pickles", "load_imagefolder", "load_longtail", "longtail_indices", "normalize",
-    "LOSSES", "ImbalanceLoss", "NormedLinear", "cb_weights", "drw_weights", "head_for", "ldam_margins", "make_loss",
-    "SAMPLERS", "LTSampler", "class_probabilities", "make_sampler",
+    "LOSSES", "ImbalanceLoss", "NormedLinear", "VSLoss", "cb_weights", "drw_weights", "head_for", "ldam_margins",
+    "make_loss", "vs_adjustments",
+    "SAMPLERS", "LTSampler", "class_probabilities", "epoch_seed", "make_sampler",
     "LTSchedule", "drw_active", "ldam_lr", "scale_epochs",
 ]

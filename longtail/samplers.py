@@ -1,4 +1,4 @@
-"""Training-set samplers for long-tailed data, seeded by ``seed + epoch`` and DDP-aware.
+"""Training-set samplers for long-tailed data: one independent random stream per (seed, epoch), DDP-aware.
 
 * ``"instance"`` -- instance-balanced: a random permutation of all images (every image once).
 * ``"class-balanced"`` -- pick a class uniformly, then an image of it uniformly (with replacement).
@@ -7,10 +7,15 @@
   Classifier"): ``p_c(t) = (1 - t/T) * n_c/N + (t/T) * 1/C`` at epoch ``t`` of ``T``.
 
 Every sampler draws one epoch of ``N`` (= number of training images) indices from a local
-``torch.Generator`` seeded with ``seed + epoch`` (call :meth:`set_epoch` each epoch, as with
-torchvision's ``references/classification/sampler.py``). Under DDP, every rank makes the same draw,
-pads it to a multiple of ``world_size`` by repeating its head (as ``DistributedSampler`` does), and
-takes the disjoint share ``draw[rank::world_size]``.
+``torch.Generator`` seeded with :func:`epoch_seed`, i.e.
+``np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0]``. Hashing the pair (rather
+than seeding with ``seed + epoch``, as torch's ``DistributedSampler`` does) keeps the runs of
+different seeds independent: with ``seed + epoch``, seed ``s + 1`` replays seed ``s``'s epochs
+shifted by one. An epoch's indices are a pure function of ``(seed, epoch, rank, world_size)``
+(:meth:`LTSampler.epoch_indices` takes the epoch, or uses the one of the last :meth:`~LTSampler.set_epoch`),
+so resuming at epoch ``e`` replays exactly the draw an uninterrupted run makes there. Under DDP, every
+rank makes the same draw, pads it to a multiple of ``world_size`` by repeating its head (as
+``DistributedSampler`` does), and takes the disjoint share ``draw[rank::world_size]``.
 
 The class probabilities are a pure function (:func:`class_probabilities`), tested on its own.
 """
@@ -28,6 +33,7 @@ from torch.utils.data import Sampler
 __all__ = [
     "SAMPLERS",
     "class_probabilities",
+    "epoch_seed",
     "make_sampler",
     "LTSampler",
     "InstanceSampler",
@@ -35,6 +41,30 @@ __all__ = [
     "SqrtSampler",
     "ProgressiveSampler",
 ]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The 64-bit seed of epoch ``epoch``'s draw in run ``seed``: a hash of the pair, not ``seed + epoch``.
+
+    ``np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0]``: NumPy's SeedSequence mixes
+    its whole entropy into every output word, so the streams of ``(s, e + 1)`` and ``(s + 1, e)`` are
+    unrelated, where ``seed + epoch`` makes them one and the same.
+
+    Args:
+        seed: the run's base seed, ``>= 0``.
+        epoch: 0-based epoch, ``>= 0``.
+
+    Returns:
+        an int in ``[0, 2**64)`` for ``torch.Generator.manual_seed``.
+    """
+    if isinstance(seed, bool) or isinstance(epoch, bool) or int(seed) != seed or int(epoch) != epoch:
+        raise ValueError(f"sampler seed and epoch must be integers, got seed={seed!r}, epoch={epoch!r}")
+    if seed < 0 or epoch < 0:
+        raise ValueError(
+            f"sampler seed and epoch must be >= 0 (SeedSequence takes non-negative entropy), got seed={seed}, "
+            f"epoch={epoch}; pass a non-negative seed and 0-based epochs"
+        )
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0])
 
 
 def class_probabilities(name: str, counts: Sequence[int], epoch: int = 0, num_epochs: int = 200) -> np.ndarray:
@@ -73,11 +103,11 @@ def class_probabilities(name: str, counts: Sequence[int], epoch: int = 0, num_ep
 
 
 class LTSampler(Sampler[int]):
-    """Base class: one epoch = ``N`` draws, seeded by ``seed + epoch``, split across ranks.
+    """Base class: one epoch = ``N`` draws from the stream :func:`epoch_seed` ``(seed, epoch)``, split across ranks.
 
     Args:
         labels: ``(N,)`` integer class labels of the training set.
-        seed: base seed (every rank must pass the same one).
+        seed: base seed, ``>= 0`` (every rank must pass the same one).
         num_epochs: ``T`` of the progressive schedule (ignored by the others).
         rank, world_size: this process's share under DDP (defaults: a single process).
     """
@@ -102,6 +132,7 @@ class LTSampler(Sampler[int]):
             )
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        epoch_seed(seed, 0)  # reject a bad seed here rather than at the first epoch
         self.labels = torch.from_numpy(y.astype(np.int64))
         self.counts = np.bincount(y).tolist()
         self.seed, self.num_epochs = int(seed), int(num_epochs)
@@ -115,27 +146,34 @@ class LTSampler(Sampler[int]):
         self._offsets = torch.cumsum(self._counts_t, 0) - self._counts_t
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: its draw is seeded by ``seed + epoch`` (and, for progressive, its ``t``)."""
+        """Select the epoch that iterating yields: its stream is :func:`epoch_seed` ``(seed, epoch)``."""
+        epoch_seed(self.seed, epoch)
         self.epoch = int(epoch)
 
-    def class_probabilities(self) -> np.ndarray:
-        """``(C,)`` class probabilities of the current epoch's draws."""
-        return class_probabilities(self.name, self.counts, self.epoch, self.num_epochs)
+    def class_probabilities(self, epoch: int | None = None) -> np.ndarray:
+        """``(C,)`` class probabilities of ``epoch``'s draws (default: the last :meth:`set_epoch`'s epoch)."""
+        t = self.epoch if epoch is None else int(epoch)
+        return class_probabilities(self.name, self.counts, t, self.num_epochs)
 
-    def _draw(self, g: torch.Generator) -> Tensor:
-        """One epoch's ``N`` indices (all ranks), default: class ~ probabilities, image uniform in class."""
+    def _draw(self, g: torch.Generator, epoch: int) -> Tensor:
+        """Epoch ``epoch``'s ``N`` indices (all ranks), default: class ~ probabilities, image uniform in class."""
         n = len(self.labels)
-        p = torch.from_numpy(self.class_probabilities())
+        p = torch.from_numpy(self.class_probabilities(epoch))
         cls = torch.multinomial(p, n, replacement=True, generator=g)
         pos = (torch.rand(n, generator=g, dtype=torch.float64) * self._counts_t[cls]).long()
         pos = torch.minimum(pos, self._counts_t[cls] - 1)  # guard the u -> 1.0 rounding edge
         return self._by_class[self._offsets[cls] + pos]
 
-    def epoch_indices(self) -> Tensor:
-        """This rank's indices for the current epoch: ``(len(self),)`` int64."""
+    def epoch_indices(self, epoch: int | None = None) -> Tensor:
+        """This rank's indices for ``epoch`` (default: the last :meth:`set_epoch`'s): ``(len(self),)`` int64.
+
+        A pure function of ``(seed, epoch, rank, world_size)``: a fresh generator per call and nothing
+        carried over between epochs, so epochs can be replayed in any order (resume, re-iteration).
+        """
+        e = self.epoch if epoch is None else int(epoch)
         g = torch.Generator()
-        g.manual_seed(self.seed + self.epoch)
-        idx = self._draw(g)
+        g.manual_seed(epoch_seed(self.seed, e))
+        idx = self._draw(g, e)
         pad = self.total_size - len(idx)
         if pad > 0:  # as DistributedSampler: repeat the head so every rank gets the same count
             idx = torch.cat([idx, idx.repeat(math.ceil(pad / len(idx)))[:pad]])
@@ -159,7 +197,7 @@ class InstanceSampler(LTSampler):
 
     name = "instance"
 
-    def _draw(self, g: torch.Generator) -> Tensor:
+    def _draw(self, g: torch.Generator, epoch: int) -> Tensor:
         return torch.randperm(len(self.labels), generator=g)
 
 
@@ -200,7 +238,8 @@ def make_sampler(
     """Build the sampler ``name`` (a key of :data:`SAMPLERS`) over training ``labels``.
 
     Use it as ``DataLoader(..., sampler=s)`` or iterate it directly for index batches; call
-    ``s.set_epoch(epoch)`` at the start of every epoch.
+    ``s.set_epoch(epoch)`` at the start of every epoch (or take ``s.epoch_indices(epoch)``). Epoch
+    ``e``'s draw is seeded by :func:`epoch_seed` ``(seed, e)``.
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {list(SAMPLERS)}")

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ldam_lr", "drw_active", "LTSchedule", "scale_epochs", "REFERENCE_EPOCHS"]
+__all__ = ["ldam_lr", "cosine_lr", "drw_active", "LTSchedule", "scale_epochs", "REFERENCE_EPOCHS"]
 
 REFERENCE_EPOCHS = 200  # LDAM-DRW's run length; its milestones are 160 and 180, DRW from 160, warm-up 5
 
@@ -111,3 +111,17 @@ def scale_epochs(
         milestones=tuple(ms),
         drw_epoch=min(max(scale(drw_epoch), 1), max(total_epochs - 1, 1)) if total_epochs > 1 else 0,
     )
+
+
+def cosine_lr(epoch: float, epochs: int, base_lr: float = 0.1, warmup: int = 1) -> float:
+    """Linear warm-up over ``warmup`` epochs (as :func:`ldam_lr`), then a cosine decay to 0 at ``epochs``.
+
+    A short CPU budget converges better with it than with LDAM-DRW's late steps.
+    """
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    k = epoch + 1
+    if k <= warmup:
+        return base_lr * k / warmup
+    t = (epoch - warmup) / max(epochs - warmup, 1)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(t, 1.0)))

@@ -133,3 +133,75 @@ def test_sla_training_learns_rotations():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+# --- predict() runs in eval mode and restores the previous modes ------------------------------
+def _bn_buffers(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+@pytest.mark.parametrize(
+    "build,modes",
+    [
+        (lambda: SLAClassifier(MLP((3, 6, 6), 16, 1), 3, "rotation", distill=True),
+         ("single", "aggregated", "distilled")),
+        (lambda: DataAugmentation(MLP((3, 6, 6), 16, 1), 3, "rotation"), ("single",)),
+        (lambda: MultiTask(MLP((3, 6, 6), 16, 1), 3, "rotation"), ("single",)),
+    ],
+    ids=["SLAClassifier", "DataAugmentation", "MultiTask"],
+)
+def test_predict_uses_eval_mode_and_restores_train_mode(build, modes):
+    torch.manual_seed(0)
+    model = build()
+    model(torch.randn(8, 3, 6, 6), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))  # non-trivial running stats
+    model.train()
+    before = _bn_buffers(model)
+    assert before, "the backbone should have BatchNorm buffers"
+    x = torch.randn(5, 3, 6, 6) * 3 + 1  # batch statistics far from the running ones
+    in_train = {mode: model.predict(x, mode) for mode in modes}
+    assert model.training and all(m.training for m in model.modules())
+    for k, v in _bn_buffers(model).items():
+        assert torch.equal(v, before[k]), f"predict changed {k}"
+    model.eval()
+    for mode in modes:
+        torch.testing.assert_close(in_train[mode], model.predict(x, mode))
+        assert in_train[mode].requires_grad is False
+    assert not model.training  # an eval-mode model stays in eval mode
+
+
+def test_predict_restores_mixed_submodule_modes():
+    model = tiny(transform="rotation").train()
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm1d))
+    bn.eval()  # e.g. a frozen BatchNorm inside a model that trains
+    model.predict(torch.randn(2, 3, 6, 6))
+    assert model.training and model.joint_head.training and not bn.training
+
+
+def test_predict_restores_mode_after_an_error():
+    model = tiny(transform="rotation").train()
+    with pytest.raises(ValueError, match="unknown predict mode"):
+        model.predict(torch.randn(2, 3, 6, 6), "avg")
+    assert model.training
+
+
+# --- distill_scale --------------------------------------------------------------------------------
+def test_distill_scale_reaches_the_kl_term_only():
+    from fewshot_sla import self_distillation_loss
+
+    seen = []
+
+    def sd_crit(z, t):
+        seen.append(z.detach().clone())
+        return F.cross_entropy(z, t)
+
+    model = tiny(transform="rotation", distill=True, temperature=2.0, distill_scale=30.0, sd_criterion=sd_crit)
+    x, y = torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 1])
+    out = model(x, y)
+    assert torch.equal(seen[0], out["distilled_logits"].detach())  # the CE part gets the raw logits
+    teacher = aggregate_logits(out["joint_logits"], 4)
+    expected = self_distillation_loss(out["distilled_logits"], teacher, y, 2.0, scale=30.0)
+    torch.testing.assert_close(out["sd_loss"], expected.detach())
+    unscaled = self_distillation_loss(out["distilled_logits"], teacher, y, 2.0)
+    assert not torch.allclose(out["sd_loss"], unscaled.detach())
+    with pytest.raises(ValueError, match="distill_scale must be > 0"):
+        tiny(distill=True, distill_scale=0.0)

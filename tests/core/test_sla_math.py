@@ -151,3 +151,80 @@ def test_expand_subset_keeps_identity_and_is_seeded():
     assert sorted(jall[:4].tolist()) == [0, 1, 2, 3]  # k = M: every transform once
     with pytest.raises(ValueError, match=r"k must be in \[1, M=4\]"):
         expand_subset(x, y, "rotation", 5)
+
+
+def _kl_rows(teacher, student, k):
+    """Mean over rows of KL(softmax(k*teacher) || softmax(k*student)), by hand."""
+    total = 0.0
+    for t_row, s_row in zip(teacher, student):
+        et, es = [math.exp(k * a) for a in t_row], [math.exp(k * a) for a in s_row]
+        p, q = [a / sum(et) for a in et], [a / sum(es) for a in es]
+        total += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    return total / len(teacher)
+
+
+def test_self_distillation_scale_hand_value():
+    student = [[0.5, -0.2, 0.1], [-0.3, 0.4, 0.0]]
+    teacher = [[0.8, -0.1, 0.0], [0.1, 0.6, -0.5]]
+    y = torch.tensor([0, 1])
+    s, t = 30.0, 2.0
+    seen = []
+
+    def crit(z, targets):
+        seen.append(z.detach().clone())
+        return F.cross_entropy(z, targets)
+
+    ce = F.cross_entropy(torch.tensor(student), y).item()
+    expected = ce + t * t * _kl_rows(teacher, student, s / t)
+    loss = self_distillation_loss(torch.tensor(student), torch.tensor(teacher), y, t, crit, scale=s)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert torch.equal(seen[0], torch.tensor(student))  # the supervised term sees unscaled logits
+    # scale 1 is the plain Eq. (7)
+    plain = self_distillation_loss(torch.tensor(student), torch.tensor(teacher), y, t)
+    assert plain.item() == pytest.approx(ce + t * t * _kl_rows(teacher, student, 1 / t), rel=1e-6)
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        self_distillation_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([0]), scale=0.0)
+
+
+class _CosineLinear(torch.nn.Module):
+    """A NormedLinear-style head: cosine of the feature and each class weight, in [-1, 1]."""
+
+    def __init__(self, d, n, generator):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(n, d, generator=generator))
+
+    def forward(self, f):
+        return F.normalize(f, dim=1) @ F.normalize(self.weight, dim=1).t()
+
+
+def _grad_norm(loss_fn, logits):
+    z = logits.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(loss_fn(z), z)
+    return g.norm().item()
+
+
+def test_distill_scale_balances_kd_against_scaled_ce_for_cosine_heads():
+    """With cosine logits (LDAM's s=30 inside its CE), distilling unscaled cosines gives the KD term
+    a negligible gradient; distilling at the same scale puts it on the CE term's order."""
+    g = torch.Generator().manual_seed(0)
+    n, d, b, s_ldam = 10, 32, 64, 30.0
+    head = _CosineLinear(d, n, g)
+    y = torch.arange(b) % n
+    w = F.normalize(head.weight.detach(), dim=1)
+    with torch.no_grad():
+        # a trained-looking teacher: features close to their class weight (clear argmax) ...
+        teacher = head(w[y] + 0.25 * torch.randn(b, d, generator=g))
+        # ... and a student that is still learning
+        student = head(w[y] + 0.6 * torch.randn(b, d, generator=g))
+    assert (teacher.argmax(1) == y).float().mean() > 0.9
+
+    def ce_term(z):  # LDAM's cross-entropy without the margin: the scale is what matters here
+        return F.cross_entropy(s_ldam * z, y)
+
+    def kd_term(scale):
+        return lambda z: self_distillation_loss(z, teacher, y, 1.0, lambda *_: z.sum() * 0, scale=scale)
+
+    ce = _grad_norm(ce_term, student)
+    kd30, kd1 = _grad_norm(kd_term(30.0), student), _grad_norm(kd_term(1.0), student)
+    assert ce / 10 < kd30 < ce * 10, (ce, kd30)
+    assert kd1 < ce / 50, (ce, kd1)

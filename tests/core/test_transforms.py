@@ -99,3 +99,97 @@ def test_bad_batches():
         Rotation((1, 2))
     with pytest.raises(ValueError, match="identity"):
         ColorPermutation(((1, 0, 2),))
+
+
+# --- colour permutations of normalised images ------------------------------------------------
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+
+
+def _norm(x):
+    return (x - torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+
+
+def _raw_batch():
+    # distinct channel means, as in real photos, so a permutation without stats is visibly off
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(3, 3, 5, 5, generator=g)
+
+
+def _expand_then_normalise(raw, t, y):
+    """The reference: transform the raw images, then normalise each copy."""
+    xa, yj = expand(raw, y, t)
+    return _norm(xa), yj
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: get_transform("color_perm", stats=(CIFAR_MEAN, CIFAR_STD)),
+        lambda: ColorPermutation(mean=CIFAR_MEAN, std=CIFAR_STD),
+        lambda: TRANSFORMS["color_perm3"].with_stats(CIFAR_MEAN, CIFAR_STD),
+        lambda: get_transform("rotation_color_perm", stats=(CIFAR_MEAN, CIFAR_STD)),
+        lambda: TRANSFORMS["rotation_color_perm"].with_stats(torch.tensor(CIFAR_MEAN), torch.tensor(CIFAR_STD)),
+    ],
+    ids=["get_transform", "ColorPermutation", "with_stats", "product_get_transform", "product_tensor_stats"],
+)
+def test_color_perm_with_stats_commutes_with_normalisation(build):
+    t = build()
+    raw, y = _raw_batch(), torch.tensor([0, 2, 1])
+    xa, yj = expand(_norm(raw), y, t)  # what the pipelines do: normalise, then expand
+    ref, yref = _expand_then_normalise(raw, t.name, y)  # permute the raw channels, then normalise
+    torch.testing.assert_close(xa, ref, atol=1e-6, rtol=1e-6)
+    assert torch.equal(yj, yref)
+    # select() goes through the same apply()
+    j = [t.m - 1, 1, 0]
+    ref_sel = _norm(TRANSFORMS[t.name].select(raw, j))
+    torch.testing.assert_close(t.select(_norm(raw), j), ref_sel, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["color_perm", "rotation_color_perm"])
+def test_color_perm_without_stats_leaks_the_permutation(name):
+    """Without stats the normalised, permuted channels are off (the check above can fail)."""
+    raw, y = _raw_batch(), torch.tensor([0, 2, 1])
+    xa, _ = expand(_norm(raw), y, name)
+    ref, _ = _expand_then_normalise(raw, name, y)
+    assert not torch.allclose(xa, ref, atol=1e-3)
+    # the error is the channel-offset leak: up to ~0.2 std on CIFAR statistics
+    assert (xa - ref).abs().max() > 0.1
+
+
+def test_with_stats_returns_new_objects_and_rotation_ignores_stats():
+    registered = TRANSFORMS["rotation_color_perm"]
+    t = registered.with_stats(CIFAR_MEAN, CIFAR_STD)
+    assert t is not registered and t.name == registered.name and t.m == 24
+    assert registered.inner.stats is None  # the registry is untouched
+    assert t.inner.stats == (CIFAR_MEAN, CIFAR_STD)
+    rot = TRANSFORMS["rotation"]
+    assert rot.with_stats(CIFAR_MEAN, CIFAR_STD) is rot
+    assert get_transform("none", stats=(CIFAR_MEAN, CIFAR_STD)) is TRANSFORMS["none"]
+    assert get_transform(t) is t  # a Transform passes through unchanged
+    assert "mean=" in repr(t.inner)
+
+
+def test_stats_errors():
+    with pytest.raises(ValueError, match="both mean and std"):
+        ColorPermutation(mean=CIFAR_MEAN)
+    with pytest.raises(ValueError, match="std must be > 0"):
+        ColorPermutation(mean=CIFAR_MEAN, std=(0.2, 0.0, 0.2))
+    with pytest.raises(ValueError, match="3 values"):
+        ColorPermutation(mean=(0.5,), std=(0.5,))
+    with pytest.raises(ValueError, match="stats must be a pair"):
+        get_transform("color_perm", stats=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="reorder the channels"):
+        ColorPermutation(((0, 1, 2), (0, 0, 1)))
+
+
+def test_regimes_accept_a_transform_with_stats():
+    from fewshot_sla import DataAugmentation, MultiTask, SLAClassifier
+    from fewshot_sla.nets import MLP
+
+    t = get_transform("rotation_color_perm", stats=(CIFAR_MEAN, CIFAR_STD))
+    raw = _raw_batch()
+    for cls in (SLAClassifier, DataAugmentation, MultiTask):
+        model = cls(MLP((3, 5, 5), hidden=8, depth=1), 3, transform=t)
+        assert model.transform is t and model.m == 24
+        out = model(_norm(raw), torch.tensor([0, 1, 2]))
+        assert torch.isfinite(out["loss"])

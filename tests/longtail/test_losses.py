@@ -1,4 +1,4 @@
-"""longtail.losses: every loss against a hand computation, DRW weights, SLA composition, errors."""
+"""longtail.losses: every loss against a hand computation, the DRW schedule, state_dicts, SLA composition, errors."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from longtail.losses import (
     head_for,
     ldam_margins,
     make_loss,
+    vs_adjustments,
 )
 
 COUNTS = [5000, 500, 50]
@@ -117,21 +118,21 @@ def test_balanced_softmax_and_logit_adjusted_shifts():
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
-def test_set_weight_drw_switch(name):
+def test_drw_switches_at_its_epoch(name):
     z, y = _logits(b=12)
-    loss = make_loss(name, COUNTS)
-    before = loss(z, y).item()
-    loss.set_weight(drw_weights(COUNTS))
-    after = loss(z, y).item()
-    if name == "cb":  # its built-in weights are the DRW weights already
-        assert after == pytest.approx(before)
+    loss = make_loss(name, COUNTS, drw_epoch=3)
+    weighted = make_loss(name, COUNTS, weight=drw_weights(COUNTS))  # what DRW should switch to
+    before = make_loss(name, COUNTS)(z, y).item()
+    for e in [0, 2, 3, 10, 2, 3]:  # back and forth: the weight is a function of the epoch only
+        loss.set_epoch(e)
+        assert loss.drw_on == (e >= 3)
+        assert loss(z, y).item() == pytest.approx(weighted(z, y).item() if e >= 3 else before)
+    if name == "cb":  # its own weights are the DRW weights already
+        assert weighted(z, y).item() == pytest.approx(before)
     else:
-        assert np.isfinite(after) and after != pytest.approx(before)
-    loss.set_weight(torch.ones(3))
-    plain = make_loss(name, COUNTS, **({"weight": torch.ones(3)}))
-    assert loss(z, y).item() == pytest.approx(plain(z, y).item())
+        assert np.isfinite(before) and weighted(z, y).item() != pytest.approx(before)
     with pytest.raises(ValueError, match=r"weight must have 3 entries, got shape \(4,\)"):
-        loss.set_weight(torch.ones(4))
+        make_loss(name, COUNTS, weight=torch.ones(4))
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
@@ -143,10 +144,187 @@ def test_sla_composition_uses_joint_counts(name):
     b = make_loss(name, joint)  # the same loss built directly on the N*M joint counts
     assert a(z, y).item() == pytest.approx(b(z, y).item(), rel=1e-6)
     assert torch.equal(a.counts, torch.tensor(joint, dtype=torch.float32))
-    # (N,) weights are repeated over the M transforms.
-    a.set_weight(drw_weights(COUNTS))
-    b.set_weight(drw_weights(COUNTS).repeat_interleave(m))
+    # DRW on the joint head: the (N,) DRW weights repeated over the M transforms, i.e. those of the joint counts.
+    a = make_loss(name, COUNTS, m=m, drw_epoch=1)
+    b = make_loss(name, joint, weight=drw_weights(joint))
+    a.set_epoch(1)
+    torch.testing.assert_close(a.weight, drw_weights(COUNTS).repeat_interleave(m))
+    torch.testing.assert_close(a.weight, drw_weights(joint))
     assert a(z, y).item() == pytest.approx(b(z, y).item(), rel=1e-6)
+    # A user's (N,) weight is repeated too.
+    w = torch.tensor([0.5, 1.0, 2.0])
+    c = make_loss(name, COUNTS, m=m, weight=w)
+    assert torch.equal(c.weight, w.repeat_interleave(m))
+    assert c(z, y).item() == pytest.approx(make_loss(name, joint, weight=w.repeat_interleave(m))(z, y).item())
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_cb_weights_in_effect_every_epoch_with_and_without_drw(m):
+    z, y = _logits(b=10, c=3 * m, seed=2)
+    expect_w = cb_weights(COUNTS).repeat_interleave(m)
+    expect = _ce_loop(z, y, expect_w)
+    for drw_epoch in (None, 4):
+        loss = make_loss("cb", COUNTS, m, drw_epoch=drw_epoch)
+        for e in [0, 1, 3, 4, 5, 170, 0]:
+            loss.set_epoch(e)
+            torch.testing.assert_close(loss.weight, expect_w)
+            assert loss(z, y).item() == pytest.approx(expect, rel=1e-6), (drw_epoch, e)
+    # DRW with its own beta replaces the CB weights from its epoch on (and only then).
+    loss = make_loss("cb", COUNTS, m, drw_epoch=4, drw_beta=0.999)
+    loss.set_epoch(3)
+    assert loss(z, y).item() == pytest.approx(expect, rel=1e-6)
+    loss.set_epoch(4)
+    assert loss(z, y).item() == pytest.approx(_ce_loop(z, y, cb_weights(COUNTS, 0.999).repeat_interleave(m)), rel=1e-6)
+
+
+def test_ce_weight_schedule():
+    z, y = _logits(b=10)
+    plain = make_loss("ce", COUNTS)
+    for e in (0, 5, 200):
+        plain.set_epoch(e)
+        assert plain.weight is None and plain(z, y).item() == pytest.approx(_ce_loop(z, y))
+    drw = make_loss("ce", COUNTS, drw_epoch=160)
+    for e in (0, 159):
+        drw.set_epoch(e)
+        assert drw.weight is None and drw(z, y).item() == pytest.approx(_ce_loop(z, y))
+    for e in (160, 199):
+        drw.set_epoch(e)
+        torch.testing.assert_close(drw.weight, drw_weights(COUNTS))
+        assert drw(z, y).item() == pytest.approx(_ce_loop(z, y, drw_weights(COUNTS)), rel=1e-6)
+    # a user weight is the base: in effect before the DRW epoch, replaced from it on
+    w = torch.tensor([0.2, 1.0, 3.0])
+    mixed = make_loss("ce", COUNTS, drw_epoch=2, weight=w)
+    mixed.set_epoch(1)
+    assert mixed(z, y).item() == pytest.approx(_ce_loop(z, y, w))
+    mixed.set_epoch(2)
+    assert mixed(z, y).item() == pytest.approx(_ce_loop(z, y, drw_weights(COUNTS)), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_state_dict_independent_of_drw_phase(name):
+    loss = make_loss(name, COUNTS, m=2, drw_epoch=160)
+    loss.set_epoch(0)
+    pre = loss.state_dict()
+    loss.set_epoch(170)
+    post = loss.state_dict()
+    assert list(pre) == list(post)
+    assert all(torch.equal(pre[k], post[k]) for k in pre)
+    fresh = make_loss(name, COUNTS, m=2, drw_epoch=160)
+    fresh.load_state_dict(post, strict=True)  # the old design failed here: "Unexpected key(s): ...weight"
+    z, y = _logits(b=12, c=6, seed=3)
+    fresh.set_epoch(170)
+    assert fresh(z, y).item() == pytest.approx(loss(z, y).item(), rel=1e-7)
+    assert fresh.drw_on and fresh.weight is not None
+
+
+def test_resume_inside_a_model_checkpoint():
+    """A post-DRW SLA checkpoint (criterion inside the model) loads strictly into a fresh model."""
+
+    class Flat(nn.Module):
+        out_dim = 3 * 4 * 4
+
+        def forward(self, x):
+            return x.flatten(1)
+
+    def build():
+        torch.manual_seed(0)
+        crit = make_loss("ldam", COUNTS, m=4, drw_epoch=160)
+        return SLAClassifier(Flat(), 3, transform="rotation", criterion=crit, head=head_for("ldam"))
+
+    model = build()
+    model.criterion.set_epoch(170)
+    sd = model.state_dict()
+    assert not any(k.startswith("criterion.") for k in sd)
+    other = build()
+    other.load_state_dict(sd, strict=True)
+    other.criterion.set_epoch(170)
+    x, y = torch.randn(4, 3, 4, 4), torch.tensor([0, 1, 2, 0])
+    assert other(x, y)["loss"].item() == pytest.approx(model(x, y)["loss"].item(), rel=1e-6)
+
+
+def test_legacy_state_dict_keys_are_dropped_but_counts_checked():
+    """Checkpoints from before the buffers became non-persistent still load; a mismatched one is refused."""
+    loss = make_loss("ldam", COUNTS, m=2, drw_epoch=1)
+    old = {
+        "counts": torch.tensor(np.repeat(COUNTS, 2), dtype=torch.float32),
+        "weight": drw_weights(COUNTS).repeat_interleave(2),
+        "margins": ldam_margins(np.repeat(COUNTS, 2)),
+    }
+    loss.load_state_dict(old, strict=True)
+    bad = dict(old, counts=torch.ones(6))
+    with pytest.raises(RuntimeError, match="build the loss with the checkpoint's training counts"):
+        loss.load_state_dict(bad, strict=True)
+
+
+def test_buffers_follow_to():
+    loss = make_loss("vs", COUNTS, m=2, drw_epoch=0, weight=torch.ones(3)).double()
+    loss.set_epoch(0)
+    for t in (loss.counts, loss.base_weight, loss.drw_weight, loss.scales, loss.offsets, loss.weight):
+        assert t.dtype == torch.float64
+    meta = make_loss("ldam", COUNTS, drw_epoch=0).to("meta")
+    assert meta.counts.is_meta and meta.margins.is_meta and meta.drw_weight.is_meta
+
+
+def test_logit_scale():
+    assert make_loss("ldam", COUNTS).logit_scale == 30.0
+    assert make_loss("ldam", COUNTS, s=10).logit_scale == 10.0
+    for name in LOSSES:
+        if name != "ldam":
+            assert make_loss(name, COUNTS, m=2).logit_scale == 1.0
+
+
+def test_vs_by_hand():
+    counts = [100, 25, 4]  # N = 129, n_max = 100
+    gamma, tau = 0.5, 1.0
+    delta = [1.0, 0.5, 0.2]  # (n / 100) ** 0.5
+    iota = [math.log(100 / 129), math.log(25 / 129), math.log(4 / 129)]  # tau * log pi
+    d, i = vs_adjustments(counts, gamma, tau)
+    np.testing.assert_allclose(d.numpy(), delta, rtol=1e-6)
+    np.testing.assert_allclose(i.numpy(), iota, rtol=1e-6)
+    z = torch.tensor([[1.0, 2.0, -1.0], [0.5, -0.5, 0.25]], dtype=torch.float64)
+    y = torch.tensor([2, 0])
+    adj = [[z[r, c].item() * delta[c] + iota[c] for c in range(3)] for r in range(2)]
+    # row 0: [0.745358, -0.640937, -3.673518], target 2 -> 4.651611; row 1: target 0 -> 0.134178
+    expect = _ce_loop(torch.tensor(adj, dtype=torch.float64), y)
+    assert expect == pytest.approx(2.3928948958, rel=1e-9)
+    loss = make_loss("vs", counts, gamma=gamma, tau=tau)
+    assert loss(z, y).item() == pytest.approx(expect, rel=1e-6)
+    # m = 2: joint counts [100, 100, 25, 25, 4, 4]; Delta repeats per class, log pi shifts by -log 2 everywhere.
+    zj = torch.tensor([[1.0, 0.0, 2.0, -1.0, -1.0, 0.5], [0.5, 0.1, -0.5, 0.3, 0.25, -0.2]], dtype=torch.float64)
+    yj = torch.tensor([5, 2])
+    dj = [1.0, 1.0, 0.5, 0.5, 0.2, 0.2]
+    ij = [math.log(n / 258) for n in (100, 100, 25, 25, 4, 4)]
+    adj2 = [[zj[r, c].item() * dj[c] + ij[c] for c in range(6)] for r in range(2)]
+    expect2 = _ce_loop(torch.tensor(adj2, dtype=torch.float64), yj)
+    assert expect2 == pytest.approx(3.7433911503, rel=1e-9)
+    lossj = make_loss("vs", counts, m=2, gamma=gamma, tau=tau)
+    assert lossj(zj, yj).item() == pytest.approx(expect2, rel=1e-6)
+    np.testing.assert_allclose(lossj.scales.numpy(), dj, rtol=1e-6)
+
+
+def test_vs_special_cases_and_defaults():
+    z, y = _logits(b=12)
+    assert make_loss("vs", COUNTS, gamma=0.0, tau=0.0)(z, y).item() == pytest.approx(_ce_loop(z, y), rel=1e-6)
+    for tau in (0.5, 1.0):  # gamma = 0: the logit-adjusted loss
+        assert make_loss("vs", COUNTS, gamma=0.0, tau=tau)(z, y).item() == pytest.approx(
+            make_loss("logit-adjusted", COUNTS, tau=tau)(z, y).item(), rel=1e-6
+        )
+    loss = make_loss("vs", COUNTS)
+    assert (loss.gamma, loss.tau) == (0.2, 1.2)  # the authors' CIFAR-10-LT-100 command
+    assert head_for("vs") is nn.Linear
+    with pytest.raises(ValueError, match="finite gamma >= 0"):
+        make_loss("vs", COUNTS, gamma=-0.1)
+
+
+def test_set_epoch_and_drw_epoch_errors():
+    with pytest.raises(ValueError, match="drw_epoch must be a 0-based epoch"):
+        make_loss("ce", COUNTS, drw_epoch=-1)
+    with pytest.raises(ValueError, match="epoch must be a 0-based integer"):
+        make_loss("ce", COUNTS).set_epoch(1.5)
+    with pytest.raises(ValueError, match=r"beta must lie in \[0, 1\)"):
+        make_loss("ce", COUNTS, drw_epoch=5, drw_beta=1.0)
+    with pytest.raises(AttributeError, match=r"make_loss\(\.\.\., drw_epoch=E\) and call loss.set_epoch"):
+        make_loss("ce", COUNTS).set_weight(None)
 
 
 def test_ldam_joint_margins_follow_class():
@@ -157,7 +335,8 @@ def test_ldam_joint_margins_follow_class():
 def test_errors():
     with pytest.raises(
         ValueError,
-        match=r"unknown loss 'lda'; choose one of \['ce', 'focal', 'cb', 'ldam', 'balanced-softmax', 'logit-adj",
+        match=r"unknown loss 'lda'; choose one of "
+        r"\['ce', 'focal', 'cb', 'ldam', 'balanced-softmax', 'logit-adjusted', 'vs'\]",
     ):
         make_loss("lda", COUNTS)
     loss = make_loss("ce", [10] * 10, m=4)

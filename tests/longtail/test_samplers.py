@@ -1,4 +1,4 @@
-"""longtail.samplers: pure class probabilities, empirical frequencies, seeding, DDP sharding."""
+"""longtail.samplers: pure class probabilities, empirical frequencies, per-(seed, epoch) streams, DDP sharding."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from longtail.samplers import SAMPLERS, class_probabilities, make_sampler
+from longtail.samplers import SAMPLERS, class_probabilities, epoch_seed, make_sampler
 
 COUNTS = [900, 90, 10]
 LABELS = np.repeat(np.arange(3), COUNTS)[np.random.RandomState(0).permutation(1000)]
@@ -42,23 +42,40 @@ def test_unknown_and_bad_inputs():
         make_sampler("sqrt", [0.5, 1.0])
     with pytest.raises(ValueError, match="positive sum"):
         class_probabilities("sqrt", [0, 0])
+    with pytest.raises(ValueError, match=r"seed and epoch must be >= 0 .* got seed=-1, epoch=0"):
+        make_sampler("instance", LABELS, seed=-1)
+    with pytest.raises(ValueError, match=r"got seed=0, epoch=-2"):
+        make_sampler("instance", LABELS).set_epoch(-2)
 
 
-def test_instance_is_a_permutation_and_equals_distributed_sampler():
+def test_epoch_seed_formula():
+    for seed, epoch in [(0, 0), (1, 0), (0, 1), (5, 170), (2**40, 3)]:
+        expect = int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
+        assert epoch_seed(seed, epoch) == expect
+    assert epoch_seed(1, 0) != epoch_seed(0, 1)  # seed + epoch would make these equal
+
+
+def test_instance_is_a_permutation_sharded_like_distributed_sampler():
     s = make_sampler("instance", LABELS, seed=5)
     for epoch in range(3):
         s.set_epoch(epoch)
         idx = list(s)
         assert sorted(idx) == list(range(1000)) and len(s) == 1000
-    # With W ranks it is exactly torch's DistributedSampler(shuffle=True, seed) (same seed + epoch stream).
+        g = torch.Generator()
+        g.manual_seed(epoch_seed(5, epoch))
+        assert idx == torch.randperm(1000, generator=g).tolist()  # the stream is documented, not incidental
+    # With W ranks: DistributedSampler's padding and sharding rule (pad with the head, take rank::W) applied to
+    # our permutation, and the same per-rank length. (The permutations differ: it seeds with seed + epoch.)
     ds = list(range(1003))
-    for rank in range(4):
-        mine = make_sampler("instance", np.zeros(1003, dtype=int), seed=5, rank=rank, world_size=4)
-        ref = DistributedSampler(ds, num_replicas=4, rank=rank, shuffle=True, seed=5)
-        for epoch in (0, 3):
+    full = make_sampler("instance", np.zeros(1003, dtype=int), seed=5)
+    for epoch in (0, 3):
+        perm = full.epoch_indices(epoch).tolist()
+        padded = perm + perm[: 4 * 251 - 1003]
+        for rank in range(4):
+            mine = make_sampler("instance", np.zeros(1003, dtype=int), seed=5, rank=rank, world_size=4)
             mine.set_epoch(epoch)
-            ref.set_epoch(epoch)
-            assert list(mine) == list(ref)
+            ref = DistributedSampler(ds, num_replicas=4, rank=rank, shuffle=True, seed=5)
+            assert list(mine) == padded[rank::4]
             assert len(mine) == len(ref) == 251
 
 
@@ -125,3 +142,50 @@ def test_dataloader_integration():
     s.set_epoch(1)
     got = torch.cat([x for x, _ in DataLoader(ds, batch_size=128, sampler=s)])
     assert got.tolist() == list(s)
+
+
+def _perms(seed, epochs=range(10), n=50):
+    s = make_sampler("instance", np.zeros(n, dtype=int), seed=seed)
+    out = set()
+    for e in epochs:
+        s.set_epoch(e)
+        out.add(tuple(s.epoch_indices().tolist()))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 123])
+def test_neighbouring_seeds_share_no_epoch_stream(seed):
+    """Seed s+1 must not replay seed s shifted by an epoch (the old ``seed + epoch`` stream did)."""
+    a, b = _perms(seed), _perms(seed + 1)
+    assert len(a) == len(b) == 10 and not a & b
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_epoch_draw_is_a_pure_function_of_seed_and_epoch(name):
+    a = make_sampler(name, LABELS, seed=11, num_epochs=10)
+    b = make_sampler(name, LABELS, seed=11, num_epochs=10)
+    ref = {e: a.epoch_indices(e).tolist() for e in range(6)}
+    for e in [5, 0, 3, 3, 1, 5, 2, 4, 0]:  # back and forth, repeats: no state carried between epochs
+        b.set_epoch(e)
+        assert list(b) == ref[e] == b.epoch_indices().tolist()
+    assert a.epoch == 0  # epoch_indices(e) does not move the sampler's own epoch
+    assert ref[0] != ref[1]
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("n", [999, 1000])
+def test_ddp_shares_disjoint_and_cover_the_draw(name, n):
+    labels = LABELS[:n]
+    w = 4
+    draw = make_sampler(name, labels, seed=2).epoch_indices(7)
+    shares = [make_sampler(name, labels, seed=2, rank=r, world_size=w).epoch_indices(7) for r in range(w)]
+    positions = [list(range(r, w * len(shares[0]), w)) for r in range(w)]  # rank r owns draw positions r::W
+    assert all(not set(positions[r]) & set(positions[q]) for r in range(w) for q in range(r))
+    covered = sorted(p for ps in positions for p in ps)
+    assert covered[:n] == list(range(n)) and len(covered) - n == (-n) % w  # all of the draw + the pad only
+    padded = torch.cat([draw, draw[: (-n) % w]])
+    for r in range(w):
+        assert torch.equal(shares[r], padded[positions[r]])
+    if name == "instance":  # as images: every image exactly once across ranks, apart from the padding's repeats
+        counts = np.bincount(torch.cat(shares).numpy(), minlength=n)
+        assert counts.min() == 1 and counts.sum() - n == (-n) % w

@@ -1,0 +1,57 @@
+"""``sla-fewshot``'s config: the only defaults, one comment per field (``--help`` shows them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["FewShotConfig"]
+
+
+@dataclass
+class FewShotConfig:
+    """Episodic few-shot training with SLA."""
+
+    dataset: Literal["omniglot", "mini-imagenet", "cifar-fs", "fc100"] = "omniglot"  # data set
+    data_root: str = "data"  # folder holding the data set (see docs/usage.md for each layout)
+    omniglot_split: Literal["vinyals", "background"] = "vinyals"  # omniglot: 1028/172/423 or Lake: 792/172/659
+    download: bool = False  # download the data set when missing (omniglot, cifar-fs, fc100; needs a network)
+    image_size: int = 0  # image side (0 = the data set's default: omniglot 28, cifar 32, mini-imagenet 84)
+    backbone: Literal["conv4", "resnet12"] = "conv4"  # backbone
+    learner: Literal["protonet", "r2d2", "svm", "maml", "fomaml", "metasgd", "anil"] = "protonet"  # svm: MetaOptNet
+    inner_lr: float = 0.4  # maml family: inner-loop learning rate (Omniglot 0.4, mini-ImageNet 0.01)
+    inner_steps: int = 1  # maml family: inner-loop steps in meta-training
+    test_inner_steps: int = 3  # maml family: inner-loop steps at validation and test
+    ways: int = 5  # classes per training episode
+    shots: int = 1  # support images per class
+    queries: int = 15  # query images per class
+    test_ways: int = 0  # classes per val/test episode (0 = ways)
+    test_shots: int = 0  # support images per class at val/test (0 = shots)
+    test_queries: int = 0  # query images per class at val/test (0 = queries)
+    transform: str = "rotation"  # SLA transformation family; none = the baseline
+    augment: bool = False  # training episodes: random crop (zero padding) and horizontal flip, per image
+    augment_padding: int = 8  # crop padding in pixels (MetaOptNet on mini-ImageNet: 8)
+    augment_flip: bool = True  # with augment: also flip horizontally (keep off for handwriting)
+    train_episodes: int = 2000  # optimiser steps of meta-training (each sees meta_batch episodes)
+    val_episodes: int = 100  # episodes per validation
+    val_every: int = 500  # validate every N steps
+    test_episodes: int = 600  # test episodes (mean accuracy with 95% CI)
+    meta_batch: int = 1  # episodes per optimiser step (gradients averaged; split across torchrun processes)
+    optimizer: Literal["adam", "sgd"] = "adam"  # (sgd: momentum, Nesterov)
+    lr: float = 1e-3  # learning rate
+    momentum: float = 0.9  # sgd momentum
+    lr_step: int = 0  # multiply the lr by lr_gamma every N optimiser steps (0 = constant)
+    lr_milestones: tuple[int, ...] = ()  # multiply the lr by lr_gamma at each of these steps (overrides lr_step)
+    lr_factors: tuple[float, ...] = ()  # with lr_milestones: lr = lr * lr_factors[i] from milestone i on
+    lr_gamma: float = 0.5  # lr decay factor
+    weight_decay: float = 0.0  # weight decay
+    seed: int = 0  # seed of episodes and init
+    out: str = "runs/fewshot"  # output folder
+    wandb: Literal["offline", "online", "disabled"] = "offline"  # W&B mode
+    resume: bool = False  # continue from OUT/checkpoint.pt
+    amp: bool = False  # bf16 autocast (CUDA)
+    channels_last: bool = False  # channels-last memory format
+    device: str = "auto"  # auto, cpu, cuda, ...
+    num_threads: int = 0  # torch CPU threads (0 = default)
+    checkpoint_every: int = 100  # write OUT/checkpoint.pt every N steps
+    stop_after: int = 0  # stop after this many steps of this invocation (to test --resume; 0 = never)

@@ -1,0 +1,74 @@
+"""The episodic task: what the engine trains for ``sla-fewshot`` (and the few-shot demo).
+
+One forward call takes one normalised episode ``(ways*(shots+queries), C, H, W)`` -- the support
+set then the query set, class-major, as :class:`episodes.EpisodeSampler` lays it out -- expands it
+into an ``N*M``-way episode with :class:`episodes.SLAEpisode` (Lee, Hwang & Shin, ICML 2020,
+Section 2.3), runs the learner on it, and returns the SLA loss over the joint query logits with the
+SLA+AG and SLA+SI query logits. The learner never knows about SLA.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fewshot_sla import sla_loss
+from fewshot_sla.transforms import Transform
+
+from .sampler import episode_labels, split_episode
+from .sla_episode import SLAEpisode
+
+__all__ = ["EpisodeTask"]
+
+
+class EpisodeTask(nn.Module):
+    """``forward(x, ways, shots, queries) -> {"loss", "joint_logits", "logits", "logits_single", "y"}``.
+
+    Args:
+        learner: ``learner(support_x, support_y, query_x, ways) -> (Q, ways)`` (ProtoNet, R2D2,
+            MetaOptNet-SVM, the learn2learn learners built with ``ways = N*M``).
+        transform: SLA's transformation family (``"none"`` = the plain learner), resolved once by the recipe.
+        ways, shots, queries: the training episode's shape (the defaults of ``forward``).
+
+    Output: ``loss`` = cross-entropy over the ``Q*M`` joint query logits ``(Q*M, N*M)``; ``logits``
+    = SLA+AG ``(Q, N)``, ``logits_single`` = SLA+SI ``(Q, N)`` (both detached), ``y`` = query labels ``(Q,)``.
+    """
+
+    def __init__(self, learner: nn.Module, transform: str | Transform, ways: int, shots: int, queries: int) -> None:
+        super().__init__()
+        self.learner = learner
+        self.sla = SLAEpisode(transform)
+        self.ways, self.shots, self.queries = int(ways), int(shots), int(queries)
+
+    @property
+    def m(self) -> int:
+        return self.sla.m
+
+    def forward(
+        self, x: Tensor, ways: int | None = None, shots: int | None = None, queries: int | None = None
+    ) -> dict[str, Tensor]:
+        w, s, q = ways or self.ways, shots or self.shots, queries if queries is not None else self.queries
+        sy, qy = episode_labels(w, s, q)
+        sx, qx = split_episode(x, w, s, q)
+        sx, sy_j, qx, qy_j = self.sla.expand(sx, sy.to(x.device), qx, qy.to(x.device))
+        z = self.learner(sx, sy_j, qx, ways=self.sla.ways_joint(w))
+        assert qy_j is not None
+        zd = z.detach()
+        return {
+            "loss": sla_loss(z, qy_j),
+            "joint_logits": z,
+            "logits": self.sla.aggregate(zd),
+            "logits_single": self.sla.single(zd),
+            "y": qy.to(x.device),
+        }
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, ways: int, shots: int, queries: int) -> dict[str, Tensor]:
+        """Eval-mode forward (previous mode restored): SLA+AG and SLA+SI query logits of one episode."""
+        prev = self.training
+        self.eval()
+        try:
+            out = self.forward(x, ways, shots, queries)
+        finally:
+            self.train(prev)
+        return {"aggregated": out["logits"], "single": out["logits_single"], "y": out["y"]}

@@ -1,0 +1,48 @@
+"""``sla-longtail``'s config: the only defaults, one comment per field (``--help`` shows them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["LTConfig"]
+
+
+@dataclass
+class LTConfig:
+    """Long-tailed CIFAR with SLA (LDAM-DRW protocol)."""
+
+    dataset: Literal["cifar10", "cifar100", "imagefolder"] = "cifar10"  # imagefolder: DIR/{train,test}/<class>/
+    data_root: str = "data"  # folder holding cifar-10-batches-py / cifar-100-python, or an ImageFolder tree
+    download: bool = False  # download CIFAR with torchvision when missing (needs a network)
+    imbalance_ratio: float = 100.0  # n_max / n_min of the training classes
+    profile: Literal["exp", "step"] = "exp"  # imbalance profile
+    subset_seed: int = 0  # seed of the long-tailed subset (0 = LDAM-DRW's subsets; --seed leaves it alone)
+    loss: Literal["ce", "focal", "cb", "ldam", "balanced-softmax", "logit-adjusted", "vs"] = "ce"  # imbalance loss
+    sampler: Literal["instance", "class-balanced", "sqrt", "progressive"] = "instance"  # training sampler
+    drw: bool = False  # deferred re-weighting (class-balanced weights from the DRW epoch on)
+    transform: str = "none"  # SLA transformation family; none = the baseline
+    sd: bool = False  # add the self-distillation head (SLA+SD)
+    temperature: float = 1.0  # self-distillation temperature
+    epochs: int = 200  # training epochs (LDAM-DRW: 200; milestones, warm-up and DRW scale with it)
+    schedule: Literal["ldam", "cosine"] = "ldam"  # lr: LDAM-DRW's steps (x0.01 at 80% and 90%) or warm-up + cosine
+    batch_size: int = 128  # global batch (all processes together) before SLA's M copies
+    lr: float = 0.1  # base learning rate (SGD)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 2e-4  # SGD weight decay
+    backbone: Literal["resnet20", "resnet32", "resnet56"] = "resnet32"  # CIFAR ResNet
+    seed: int = 0  # seed of init, sampler and augmentation (not of the subset: see subset_seed)
+    out: str = "runs/longtail"  # output folder
+    wandb: Literal["offline", "online", "disabled"] = "offline"  # W&B mode
+    resume: bool = False  # continue from OUT/checkpoint.pt
+    amp: bool = False  # bf16 autocast (CUDA)
+    channels_last: bool = False  # channels-last memory format
+    compile: bool = False  # torch.compile the training step (CUDA)
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    num_threads: int = 0  # torch CPU threads (0 = torch's default)
+    limit_train: int = 0  # keep about N long-tailed training images, class proportions kept (tiny runs; 0 = all)
+    limit_test: int = 0  # evaluate on N test images (stratified by order; 0 = all)
+    eval_every: int = 0  # evaluate on the test set every N epochs (0 = only at the end)
+    stop_after: int = 0  # stop after this many epochs of this invocation (to test --resume; 0 = never)
+    grid_loss: tuple[str, ...] = ()  # grid mode: losses to run
+    grid_transform: tuple[str, ...] = ()  # grid mode: transforms to run (none = baseline)
