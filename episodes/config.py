@@ -12,10 +12,13 @@ __all__ = ["FewShotConfig"]
 class FewShotConfig:
     """Episodic few-shot training with SLA."""
 
-    dataset: Literal["omniglot", "mini-imagenet", "cifar-fs", "fc100"] = "omniglot"  # data set
+    dataset: Literal["omniglot", "mini-imagenet", "cifar-fs", "fc100", "imagefolder"] = "omniglot"  # data set
     data_root: str = "data"  # folder holding the data set (see docs/usage.md for each layout)
     omniglot_split: Literal["vinyals", "background"] = "vinyals"  # omniglot: 1028/172/423 or Lake: 792/172/659
     download: bool = False  # download the data set when missing (omniglot, cifar-fs, fc100; needs a network)
+    class_split: tuple[float, ...] = ()  # imagefolder, flat DIR/<class>/: train val test fractions of the classes
+    channels: int = 0  # imagefolder: 1 (grey) or 3 (RGB); 0 = detected from the files
+    class_rotations: bool = False  # add the 90/180/270-degree rotations of every training class as new classes
     image_size: int = 0  # image side (0 = the data set's default: omniglot 28, cifar 32, mini-imagenet 84)
     backbone: Literal["conv4", "resnet12"] = "conv4"  # backbone
     learner: Literal["protonet", "r2d2", "svm", "maml", "fomaml", "metasgd", "anil"] = "protonet"  # svm: MetaOptNet
@@ -54,4 +57,5 @@ class FewShotConfig:
     device: str = "auto"  # auto, cpu, cuda, ...
     num_threads: int = 0  # torch CPU threads (0 = default)
     checkpoint_every: int = 100  # write OUT/checkpoint.pt every N steps
+    test_only: bool = False  # evaluate OUT's best checkpoint on the test split without training
     stop_after: int = 0  # stop after this many steps of this invocation (to test --resume; 0 = never)

@@ -26,26 +26,24 @@ the fix. The class splits are carried by this package as data (``episodes/splits
 CIFAR-FS and FC100 read the python version of CIFAR-100, ``ROOT/cifar-100-python/{train,test,meta}``
 (what ``torchvision.datasets.CIFAR100(ROOT, download=True)`` extracts), at 32x32. Images whose size
 differs from ``image_size`` are resized (bilinear, antialiased): JPEGs with PIL, arrays with
-``torch.nn.functional.interpolate``. Pickles are read with an unpickler that builds only containers
-and numpy arrays, so a bad file cannot run code.
+``torch.nn.functional.interpolate``. Files are read by :mod:`fewshot_sla.io`: pickles with an unpickler
+that builds only containers and numpy arrays (so a bad file cannot run code), CIFAR-100 with
+:func:`~fewshot_sla.io.read_cifar`, image files with :func:`~fewshot_sla.io.decode_images`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import pickle
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fewshot_sla.io import decode_images, describe, normalize, read_cifar, safe_load_pickle, str_keys
 from fewshot_sla.utils import DataError
 
 __all__ = [
@@ -119,11 +117,12 @@ class FewShotData:
 
 
 def to_float(images: Tensor, dataset: str) -> Tensor:
-    """Normalise a uint8 batch ``(B, C, H, W)`` to float with the data set's mean and std."""
+    """Normalise a uint8 batch ``(B, C, H, W)`` to float32 with the data set's mean and std (:data:`DATASET_STATS`),
+    on the batch's device."""
+    if dataset not in DATASET_STATS:
+        raise ValueError(f"to_float: unknown dataset {dataset!r}; choose one of {', '.join(DATASET_STATS)}")
     mean, std = DATASET_STATS[dataset]
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - m) / s
+    return normalize(images, mean, std)
 
 
 OMNIGLOT_SCHEMES = ("vinyals", "background")
@@ -162,42 +161,10 @@ def _omniglot_root(root: Path) -> Path:
     )
 
 
-def _read_images(
-    paths: list[Path], read: Callable[[Path], np.ndarray], shape: tuple[int, int, int], desc: str, progress: bool
-) -> np.ndarray:
-    """``read`` every file into one preallocated uint8 ``(len(paths), *shape)`` array, 8 threads
-    (PIL releases the GIL while decoding), with a progress bar."""
-    from tqdm import tqdm
-
-    out = np.empty((len(paths), *shape), dtype=np.uint8)
-
-    def one(i: int) -> None:
-        out[i] = read(paths[i])
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        for _ in tqdm(pool.map(one, range(len(paths))), total=len(paths), desc=desc, disable=not progress,
-                      leave=False, mininterval=1):
-            pass
-    return out
-
-
 def gather(images: Tensor, idx: Tensor) -> Tensor:
     """``images[idx]`` for a CPU uint8 tensor, gathered in numpy (much faster than torch's advanced
     indexing for a few hundred rows on CPU; see bench/episodes.py): how an episode is loaded."""
     return torch.from_numpy(images.numpy()[idx.numpy()])
-
-
-def _read_png(path: Path, size: int) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.LANCZOS)
-            return 255 - np.asarray(im, dtype=np.uint8)  # ink bright
-    except OSError as e:
-        raise DataError(f"cannot read Omniglot image {path}: {e}; re-extract the data set") from None
 
 
 def load_omniglot(
@@ -220,10 +187,18 @@ def load_omniglot(
             )
         paths += files
         labels += [c] * len(files)
-    shape = (1, image_size, image_size)
-    images = torch.from_numpy(
-        _read_images(paths, lambda p: _read_png(p, image_size)[None], shape, f"omniglot {split}", progress)
+    # The files have dark ink on white; stored inverted (ink bright), as the normalisation statistics assume.
+    x = decode_images(
+        paths,
+        "L",
+        image_size,
+        progress=progress,
+        desc=f"omniglot {split}",
+        invert=True,
+        what="Omniglot image",
+        fix="re-extract the data set",
     )
+    images = torch.from_numpy(x)
     names = [f"{p}/{a}/character{n:02d}" for p, a, n in classes]
     return FewShotData(images, torch.tensor(labels, dtype=torch.int64), names)
 
@@ -233,52 +208,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
 
 
-# --- arrays and pickles --------------------------------------------------------------------------------------------
-
-# What pickled numpy arrays need (numpy 1.x and 2.x names, protocols 2 to 5) and nothing else.
-_PICKLE_GLOBALS = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3
-    ("collections", "OrderedDict"),
-}
-
-
-class _DataUnpickler(pickle.Unpickler):
-    """Builds only containers and numpy arrays: data files need nothing else, and a bad file cannot run code."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _PICKLE_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"it holds a {module}.{name} object, which no data file holds")
-
-
-def _unpickle(path: Path, what: str, fix: str) -> Any:
-    # latin1: the CIFAR files (and old caches) were pickled by Python 2; numpy needs latin1 to rebuild their arrays.
-    try:
-        with open(path, "rb") as f:
-            return _DataUnpickler(f, encoding="latin1").load()
-    except Exception as e:  # a damaged pickle fails in many ways (EOFError, UnpicklingError, ValueError, ...)
-        raise DataError(
-            f"cannot read the {what} {path} ({type(e).__name__}: {e}): it is corrupt or truncated; {fix}"
-        ) from None
-
-
-def _str_keys(d: dict) -> dict[str, Any]:
-    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
-
-
-def _describe(a: Any) -> str:
-    if isinstance(a, np.ndarray):
-        return f"a {a.dtype} array of shape {tuple(a.shape)}"
-    return f"a {type(a).__name__}"
-
+# --- arrays --------------------------------------------------------------------------------------------------------
 
 def _resize(x: Tensor, size: int) -> Tensor:
     """uint8 ``(B, C, H, W)`` -> uint8 ``(B, C, size, size)``, bilinear and antialiased; no-op at that size."""
@@ -315,25 +245,25 @@ def _mini_imagenet_pkl(root: Path, split: str) -> Path | None:
 
 def _mini_imagenet_from_pkl(path: Path, size: int) -> FewShotData:
     fix = "delete it and download it again (learn2learn's l2l.vision.datasets.MiniImagenet(ROOT, mode=...))"
-    obj = _unpickle(path, "mini-ImageNet cache file", fix)
-    if not isinstance(obj, dict) or not {"image_data", "class_dict"} <= set(_str_keys(obj)):
-        found = sorted(map(str, _str_keys(obj))) if isinstance(obj, dict) else _describe(obj)
+    obj = safe_load_pickle(path, "mini-ImageNet cache file", fix)
+    if not isinstance(obj, dict) or not {"image_data", "class_dict"} <= set(str_keys(obj)):
+        found = sorted(map(str, str_keys(obj))) if isinstance(obj, dict) else describe(obj)
         raise DataError(
             f"mini-ImageNet cache file {path} lacks 'image_data' and 'class_dict' (found {found}); it is not a "
             f"learn2learn mini-imagenet-cache pkl or it is damaged: {fix}"
         )
-    obj = _str_keys(obj)
+    obj = str_keys(obj)
     x, class_dict = obj["image_data"], obj["class_dict"]
     if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 4 and x.shape[3] == 3 and len(x)):
         raise DataError(
             f"mini-ImageNet cache file {path}: image_data should be a uint8 array (N, 84, 84, 3), found "
-            f"{_describe(x)}; the file is damaged: {fix}"
+            f"{describe(x)}; the file is damaged: {fix}"
         )
     if not isinstance(class_dict, dict) or not class_dict:
         raise DataError(
-            f"mini-ImageNet cache file {path}: class_dict is {_describe(class_dict)}, empty or not a dict; {fix}"
+            f"mini-ImageNet cache file {path}: class_dict is {describe(class_dict)}, empty or not a dict; {fix}"
         )
-    class_dict = _str_keys(class_dict)
+    class_dict = str_keys(class_dict)
     wnids = sorted(class_dict)
     try:
         per_class = [np.asarray(class_dict[w], dtype=np.int64).reshape(-1) for w in wnids]
@@ -372,19 +302,6 @@ def _read_split_csv(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _read_rgb(path: Path, size: int) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as f:
-            im = f.convert("RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.Resampling.BILINEAR)  # antialiased when shrinking
-        return np.asarray(im, dtype=np.uint8)
-    except OSError as e:
-        raise DataError(f"cannot read mini-ImageNet image {path}: {e}; replace the file") from None
-
-
 def _mini_imagenet_from_jpg(root: Path, split: str, size: int, progress: bool) -> FewShotData:
     csv_path = root / f"{split}.csv"
     if not csv_path.is_file():
@@ -401,8 +318,14 @@ def _mini_imagenet_from_jpg(root: Path, split: str, size: int, progress: bool) -
             f"lists for the {split} split are not in {image_dir}; copy all of them there (or use the "
             f"mini-imagenet-cache-{split}.pkl layout instead)"
         )
-    out = _read_images(
-        paths, lambda p: _read_rgb(p, size).transpose(2, 0, 1), (3, size, size), f"mini-imagenet {split}", progress
+    out = decode_images(
+        paths,
+        "RGB",
+        size,
+        progress=progress,
+        desc=f"mini-imagenet {split}",
+        what="mini-ImageNet image",
+        fix="replace the file",
     )
     return FewShotData(torch.from_numpy(out), torch.from_numpy(labels), wnids)
 
@@ -443,6 +366,8 @@ def cifar_fs_split(split: str) -> list[str]:
 
 @dataclass
 class _Cifar100:
+    """CIFAR-100's train and test images pooled (as CIFAR-FS and FC100 use them)."""
+
     images: np.ndarray  # uint8 (60000, 3, 32, 32): the train images, then the test images
     fine: np.ndarray  # int64 (60000,)
     coarse: np.ndarray  # int64 (60000,)
@@ -450,60 +375,15 @@ class _Cifar100:
     coarse_names: list[str]
 
 
-def _cifar100_dir(root: Path) -> Path:
-    base = root / "cifar-100-python"
-    if not base.is_dir() and all((root / f).is_file() for f in ("train", "test", "meta")):
-        base = root  # pointed at the cifar-100-python folder itself
-    missing = [f for f in ("train", "test", "meta") if not (base / f).is_file()]
-    if missing:
-        raise DataError(
-            f"CIFAR-100 not found under {str(root)!r}: {', '.join(str(base / f) for f in missing)} missing; expected "
-            f"{root / 'cifar-100-python'}/{{train,test,meta}}, the python version of CIFAR-100 ({_CIFAR100_URL}, "
-            'extracted), which `python -c "import torchvision; torchvision.datasets.CIFAR100(ROOT, download=True)"` '
-            "or download=True fetches"
-        )
-    return base
-
-
 def _read_cifar100(root: Path) -> _Cifar100:
-    base = _cifar100_dir(root)
-    fix = f"delete {base} and download CIFAR-100 again (download=True, or {_CIFAR100_URL})"
-    meta = _unpickle(base / "meta", "CIFAR-100 file", fix)
-    meta = _str_keys(meta) if isinstance(meta, dict) else {}
-    names = {}
-    for key, n in (("fine_label_names", 100), ("coarse_label_names", 20)):
-        v = meta.get(key)
-        if not isinstance(v, list) or len(v) != n:
-            raise DataError(f"CIFAR-100 file {base / 'meta'} has no list of {n} {key}; {fix}")
-        names[key] = [s.decode("latin1") if isinstance(s, bytes) else str(s) for s in v]
-    parts = []
-    for part in ("train", "test"):
-        path = base / part
-        d = _unpickle(path, "CIFAR-100 file", fix)
-        d = _str_keys(d) if isinstance(d, dict) else {}
-        x = d.get("data")
-        if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 2 and x.shape[1] == 3072 and len(x)):
-            raise DataError(
-                f"CIFAR-100 file {path}: 'data' should be a uint8 array (N, 3072), found {_describe(x)}; {fix}"
-            )
-        try:
-            fine = np.asarray(d.get("fine_labels"), dtype=np.int64).reshape(-1)
-            coarse = np.asarray(d.get("coarse_labels"), dtype=np.int64).reshape(-1)
-        except (TypeError, ValueError):
-            fine = coarse = np.empty(0, dtype=np.int64)
-        ok = len(fine) == len(coarse) == len(x)
-        if not ok or fine.min() < 0 or fine.max() > 99 or coarse.min() < 0 or coarse.max() > 19:
-            raise DataError(
-                f"CIFAR-100 file {path}: 'fine_labels' and 'coarse_labels' should be {len(x)} labels in 0..99 and "
-                f"0..19; {fix}"
-            )
-        parts.append((x.reshape(-1, 3, 32, 32), fine, coarse))  # rows are R, G, B planes of 32x32, row-major
+    c = read_cifar(root, "cifar100")  # root or root/cifar-100-python; every check, and a DataError naming the fix
+    assert c.train_coarse is not None and c.test_coarse is not None and c.coarse_names is not None  # cifar100
     return _Cifar100(
-        np.concatenate([p[0] for p in parts]),
-        np.concatenate([p[1] for p in parts]),
-        np.concatenate([p[2] for p in parts]),
-        names["fine_label_names"],
-        names["coarse_label_names"],
+        np.concatenate([c.train_x, c.test_x]),
+        np.concatenate([c.train_y, c.test_y]),
+        np.concatenate([c.train_coarse, c.test_coarse]),
+        c.class_names,
+        c.coarse_names,
     )
 
 

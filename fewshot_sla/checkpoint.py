@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from .utils import DataError, atomic_torch_save
+from .io import load_checkpoint, save_checkpoint
+from .utils import DataError
 
 __all__ = ["FORMAT", "save", "load", "rng_state", "set_rng_state"]
 
@@ -53,27 +54,14 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] 
 
 def save(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (see the module docstring) atomically."""
-    atomic_torch_save({"format": FORMAT, **state}, path)
+    save_checkpoint({"format": FORMAT, **state}, path)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``.
+    """Read a checkpoint with ``weights_only=True`` (:func:`fewshot_sla.io.load_checkpoint`).
 
     Raises:
-        DataError: the file is missing, corrupt, holds objects other than tensors and containers,
-            or is not in this format.
+        DataError: the file is missing, corrupt, or holds objects other than tensors and containers
+            (refused before anything in it runs).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"checkpoint {p} does not exist")
-    try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated file, foreign pickle, objects weights_only refuses
-        raise DataError(
-            f"cannot load checkpoint {p} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): it is "
-            "corrupt or holds objects other than tensors and containers (refused, not executed); delete it and "
-            "train again, or pass a checkpoint this package wrote"
-        ) from None
-    if not isinstance(obj, dict):
-        raise DataError(f"checkpoint {p} holds a {type(obj).__name__}, not a checkpoint dict")
-    return obj
+    return load_checkpoint(path, map_location)

@@ -8,8 +8,9 @@ ECCV 2020) use the same subsets.
 
 Counting and indexing (:func:`class_counts`, :func:`longtail_indices`) are pure functions over label
 arrays, tested without any data. File loading (:func:`load_longtail`) reads torchvision's CIFAR
-pickles or an ImageFolder tree of JPEG/PNG files (decoded once with a thread pool and cached as
-``.npz``). :func:`augment_batch` does the standard CIFAR augmentation (4-pixel zero-padded random
+pickles (with :func:`fewshot_sla.io.read_cifar`: a restricted unpickler, so a crafted file cannot run
+code) or an ImageFolder tree of JPEG/PNG files (decoded once with :func:`fewshot_sla.io.decode_images`
+and cached as ``.npz``). :func:`augment_batch` does the standard CIFAR augmentation (4-pixel zero-padded random
 crop + horizontal flip + normalisation) on a whole uint8 batch tensor, on whatever device it lives.
 """
 
@@ -17,10 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,6 +29,9 @@ import torch
 from torch import Tensor
 
 from fewshot_sla.augment import random_crop_flip
+from fewshot_sla.counts import PROFILES, class_counts
+from fewshot_sla.io import decode_images, read_cifar
+from fewshot_sla.io import normalize as _normalize
 from fewshot_sla.utils import DataError
 
 __all__ = [
@@ -48,78 +50,20 @@ __all__ = [
     "normalize",
 ]
 
-PROFILES = ("exp", "step")
+
 DATASETS = ("cifar10", "cifar100", "imagefolder")
 # Per-channel statistics LDAM-DRW normalises with (cifar_train.py); kept for comparability.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
-_CIFAR_LAYOUT = {
-    # dataset: (folder, train files, test files, meta file, label key, names key)
-    "cifar10": (
-        "cifar-10-batches-py",
-        [f"data_batch_{i}" for i in range(1, 6)],
-        ["test_batch"],
-        "batches.meta",
-        "labels",
-        "label_names",
-    ),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], "meta", "fine_labels", "fine_label_names"),
-}
+# The folder torchvision extracts each data set to under ROOT.
+_CIFAR_FOLDER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
 # --------------------------------------------------------------------------------------------
 # Counting and indexing (pure)
 # --------------------------------------------------------------------------------------------
-
-
-def class_counts(n_max: int, num_classes: int, imbalance_ratio: float, profile: str = "exp") -> list[int]:
-    """Per-class training counts of a long-tailed subset.
-
-    ``exp``: ``n_c = int(n_max * (1/ratio)**(c/(C-1)))`` (computed as LDAM-DRW does, with the
-    imbalance *factor* ``1/ratio``, so the integers match its ``get_img_num_per_cls`` bit for bit).
-    ``step``: the first ``C//2`` classes keep ``n_max``, the others get ``int(n_max/ratio)``.
-    CIFAR-10, ratio 100: ``[5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]`` (12,406 images).
-
-    Args:
-        n_max: images of the largest (first) class.
-        num_classes: ``C``.
-        imbalance_ratio: ``n_max / n_min`` (>= 1; 1 is balanced).
-        profile: ``"exp"`` or ``"step"``.
-
-    Returns:
-        ``C`` non-increasing positive integers.
-    """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown imbalance profile {profile!r}; choose one of {list(PROFILES)}")
-    if int(n_max) != n_max or n_max < 1:
-        raise ValueError(f"n_max must be a positive integer, got {n_max!r}")
-    if int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    ratio = float(imbalance_ratio)
-    if not np.isfinite(ratio) or ratio < 1.0:
-        raise ValueError(
-            f"imbalance_ratio must be >= 1 (n_max / n_min; 100 means the rarest class has 1/100 of the "
-            f"largest), got {imbalance_ratio!r}"
-        )
-    factor = 1.0 / ratio  # LDAM-DRW's imb_factor (0.01 for ratio 100)
-    n_max, num_classes = int(n_max), int(num_classes)
-    if profile == "exp":
-        if num_classes == 1:
-            counts = [n_max]
-        else:
-            counts = [int(n_max * factor ** (c / (num_classes - 1.0))) for c in range(num_classes)]
-    else:
-        half = num_classes // 2
-        counts = [n_max] * half + [int(n_max * factor)] * (num_classes - half)
-    empty = [c for c, n in enumerate(counts) if n < 1]
-    if empty:
-        raise ValueError(
-            f"imbalance_ratio={ratio:g} with n_max={n_max} and profile {profile!r} leaves class(es) {empty} "
-            f"with 0 images; use a ratio <= {n_max} (or more images per class)"
-        )
-    return counts
 
 
 def _check_targets(targets: Sequence[int] | np.ndarray | Tensor) -> np.ndarray:
@@ -218,71 +162,21 @@ class LTData:
         )
 
 
-def _unpickle(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"missing CIFAR file {path}")
-    try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")  # the format torchvision downloads (Python-2 pickles)
-    except Exception as e:  # truncated / not a pickle
-        raise DataError(
-            f"corrupt CIFAR pickle {path} ({type(e).__name__}: {e}); delete the folder and download it "
-            "again (load_longtail(..., download=True))"
-        ) from None
-    if not isinstance(obj, dict):
-        raise DataError(f"corrupt CIFAR pickle {path}: expected a dict, got {type(obj).__name__}")
-    return obj
-
-
 def load_cifar_pickles(
     dataset: str, root: str | Path
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Read torchvision's ``cifar-10-batches-py`` / ``cifar-100-python`` pickles under ``root``.
 
+    A view of :func:`fewshot_sla.io.read_cifar` (restricted unpickler, every layout check).
+
     Returns:
         ``(train_x (50000,3,32,32) uint8, train_y (50000,) int64, test_x, test_y, class_names)``
         (fine labels for CIFAR-100).
     """
-    if dataset not in _CIFAR_LAYOUT:
-        raise ValueError(f"unknown CIFAR dataset {dataset!r}; choose one of {list(_CIFAR_LAYOUT)}")
-    folder, train_files, test_files, meta_file, label_key, names_key = _CIFAR_LAYOUT[dataset]
-    base = Path(root) / folder
-    expected = train_files + test_files + [meta_file]
-    missing = [f for f in expected if not (base / f).is_file()]
-    if missing:
-        raise DataError(
-            f"{Path(root)} is not a {dataset} layout: expected {base}/{{{', '.join(expected)}}} "
-            f"(torchvision's format), missing {missing}. Pass the folder that contains {folder}/, "
-            "or download=True"
-        )
-
-    def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for name in files:
-            entry = _unpickle(base / name)
-            if "data" not in entry or label_key not in entry:
-                raise DataError(f"corrupt CIFAR pickle {base / name}: no 'data'/{label_key!r} entries")
-            x = np.asarray(entry["data"], dtype=np.uint8)
-            y = np.asarray(entry[label_key], dtype=np.int64)
-            if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
-                raise DataError(
-                    f"corrupt CIFAR pickle {base / name}: data {x.shape} / labels {y.shape}, "
-                    "expected (n, 3072) and (n,)"
-                )
-            xs.append(x.reshape(-1, 3, 32, 32))
-            ys.append(y)
-        return np.concatenate(xs), np.concatenate(ys)
-
-    train_x, train_y = read(train_files)
-    test_x, test_y = read(test_files)
-    meta = _unpickle(base / meta_file)
-    if names_key not in meta:
-        raise DataError(f"corrupt CIFAR meta file {base / meta_file}: no {names_key!r} entry")
-    names = [str(n) for n in meta[names_key]]
-    for split, y in (("train", train_y), ("test", test_y)):
-        if y.min() < 0 or y.max() >= len(names):
-            raise DataError(f"{base}: {split} labels outside [0, {len(names)}) of the meta file's class list")
-    return train_x, train_y, test_x, test_y, names
+    if dataset not in _CIFAR_FOLDER:
+        raise ValueError(f"unknown CIFAR dataset {dataset!r}; choose one of {list(_CIFAR_FOLDER)}")
+    c = read_cifar(root, "cifar10" if dataset == "cifar10" else "cifar100")
+    return c.train_x, c.train_y, c.test_x, c.test_y, c.class_names
 
 
 def _download_cifar(dataset: str, root: Path) -> None:
@@ -294,7 +188,7 @@ def _download_cifar(dataset: str, root: Path) -> None:
     except Exception as e:
         raise DataError(
             f"downloading {dataset} into {root} failed ({type(e).__name__}: {e}); without internet, copy "
-            f"torchvision's {_CIFAR_LAYOUT[dataset][0]}/ folder into {root}"
+            f"torchvision's {_CIFAR_FOLDER[dataset]}/ folder into {root}"
         ) from None
 
 
@@ -315,57 +209,6 @@ def _list_split(split_dir: Path) -> tuple[list[str], list[list[Path]], str]:
             h.update(f"{c}/{e.name}:{e.stat().st_size}\n".encode())
         files.append([Path(e.path) for e in entries])
     return classes, files, h.hexdigest()[:16]
-
-
-def _decode_one(path: Path) -> Tensor:
-    """One image -> ``(3, H, W)`` uint8 (torchvision's decoder, PIL as the fallback for odd files)."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    try:
-        return decode_image(torch.from_numpy(np.fromfile(path, dtype=np.uint8)), mode=ImageReadMode.RGB)
-    except Exception:
-        pass
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
-    except Exception as e:
-        raise DataError(f"cannot decode image {path} ({type(e).__name__}: {e}); replace or delete it") from None
-
-
-def _decode_chunk(paths: list[Path]) -> list[Tensor]:
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    if all(p.suffix.lower() in (".jpg", ".jpeg") for p in paths):
-        try:  # one batched call: about 2x faster than PIL image by image
-            data = [torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p in paths]
-            return list(decode_jpeg(data, mode=ImageReadMode.RGB))
-        except Exception:  # find (and name) the bad file below
-            pass
-    return [_decode_one(p) for p in paths]
-
-
-def _decode_all(paths: list[Path], desc: str, workers: int, progress: bool, chunk: int = 512) -> np.ndarray:
-    from tqdm import tqdm
-
-    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    images: list[Tensor] = []
-    with (
-        ThreadPoolExecutor(max_workers=workers) as pool,
-        tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar,
-    ):
-        for out in pool.map(_decode_chunk, chunks):  # the decoders release the GIL
-            images.extend(out)
-            bar.update(len(out))
-    first = images[0].shape
-    bad = next((i for i, a in enumerate(images) if a.shape != first), None)
-    if bad is not None:
-        raise DataError(
-            f"images of different sizes: {paths[0]} is {tuple(first[1:])} but {paths[bad]} is "
-            f"{tuple(images[bad].shape[1:])}; resize them all to one size (32x32 for CIFAR)"
-        )
-    return torch.stack(images).numpy()  # (N, 3, H, W)
 
 
 def _default_cache_dir(root: Path) -> Path | None:
@@ -392,7 +235,14 @@ def _load_split_images(
                     return x, labels
             except Exception:  # a half-written or foreign file: decode again and overwrite it
                 pass
-    x = _decode_all([p for fs in files for p in fs], f"decode {split_dir.name}", workers, progress)
+    x = decode_images(
+        [p for fs in files for p in fs],
+        "RGB",
+        progress=progress,
+        desc=f"decode {split_dir.name}",
+        workers=workers,
+        fix="replace or delete it",
+    )
     if cache is not None:
         tmp: str | None = None
         try:
@@ -502,12 +352,12 @@ def load_longtail(
     if dataset == "imagefolder":
         train_x, train_y, test_x, test_y, names = load_imagefolder(root, cache_dir=cache_dir, progress=progress)
     else:
-        if download and not (root / _CIFAR_LAYOUT[dataset][0]).is_dir():
+        if download and not (root / _CIFAR_FOLDER[dataset]).is_dir():
             root.mkdir(parents=True, exist_ok=True)
             _download_cifar(dataset, root)
         if not root.is_dir():
             raise DataError(
-                f"data root {root} does not exist; pass the folder containing {_CIFAR_LAYOUT[dataset][0]}/ "
+                f"data root {root} does not exist; pass the folder containing {_CIFAR_FOLDER[dataset]}/ "
                 "or use download=True"
             )
         train_x, train_y, test_x, test_y, names = load_cifar_pickles(dataset, root)
@@ -538,10 +388,7 @@ def _check_uint8_batch(x: Tensor, what: str) -> None:
 
 def normalize(x: Tensor) -> Tensor:
     """``(B, 3, H, W)`` uint8 -> float32 ``(x/255 - CIFAR_MEAN) / CIFAR_STD`` (test-time transform)."""
-    _check_uint8_batch(x, "normalize")
-    mean = torch.tensor(CIFAR_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD, device=x.device).view(1, 3, 1, 1)
-    return (x.float().div_(255.0) - mean).div_(std)
+    return _normalize(x, CIFAR_MEAN, CIFAR_STD)
 
 
 def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:

@@ -25,6 +25,7 @@ from episodes.data import (
     load_mini_imagenet,
 )
 from fewshot_sla.utils import DataError
+from tests.core.test_io import evil_pickle
 
 # CIFAR-100's meta file: fine names (alphabetical, as in the file), superclass names, and each fine class's superclass.
 FINE = (
@@ -187,6 +188,26 @@ def test_cifar_errors(cifar_root, tmp_path, monkeypatch):
     assert len(load_fewshot("cifar-fs", cifar_root[0], "val", download=True)) == 16 * (N_TRAIN + N_TEST)
 
 
+@pytest.mark.parametrize("loader", [load_cifar_fs, load_fc100])
+@pytest.mark.parametrize("file", ["train", "test", "meta"])
+@pytest.mark.parametrize("nested", [False, True])
+def test_cifar_crafted_pickle_is_refused(cifar_root, tmp_path, loader, file, nested):
+    """A CIFAR-100 file whose unpickling would run ``touch MARKER`` is refused by name; the command never runs."""
+    base = tmp_path / "cifar-100-python"
+    base.mkdir()
+    for f in ("train", "test", "meta"):
+        (base / f).write_bytes((cifar_root[0] / "cifar-100-python" / f).read_bytes())
+    marker = tmp_path / "MARKER"
+    (base / file).write_bytes(evil_pickle(marker, nested=nested))
+    with pytest.raises(
+        DataError,
+        match=rf"refused to load the CIFAR-100 file .*cifar-100-python/{file}: it refers to a posix.system object, "
+        r"which no data file holds.*NOT executed.*download CIFAR-100 again",
+    ):
+        loader(tmp_path, "train")
+    assert not marker.exists()
+
+
 # --- mini-ImageNet ----------------------------------------------------------------------------------------------------
 
 SPLIT_CSVS = Path(__file__).resolve().parents[2] / "episodes" / "splits" / "mini_imagenet"
@@ -256,6 +277,20 @@ def test_mini_imagenet_pkl_errors(pkl_root, tmp_path):
             load_mini_imagenet(tmp_path, "test")
 
 
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("nested", [False, True])
+def test_mini_imagenet_crafted_pickle_is_refused(tmp_path, protocol, nested):
+    marker = tmp_path / "MARKER"
+    (tmp_path / "mini-imagenet-cache-val.pkl").write_bytes(evil_pickle(marker, protocol, nested))
+    with pytest.raises(
+        DataError,
+        match=r"refused to load the mini-ImageNet cache file .*mini-imagenet-cache-val.pkl: it refers to a "
+        r"posix.system object, which no data file holds.*NOT executed.*download it again",
+    ):
+        load_fewshot("mini-imagenet", tmp_path, "val")
+    assert not marker.exists()
+
+
 def test_mini_imagenet_missing(tmp_path):
     with pytest.raises(DataError, match=r"mini-imagenet-cache-train\.pkl.*images/\*\.jpg.*train\.csv"):
         load_fewshot("mini-imagenet", tmp_path, "train")
@@ -309,7 +344,7 @@ def test_mini_imagenet_jpg_errors(tmp_path):
         load_mini_imagenet(tmp_path, "val", progress=False)
     (tmp_path / "images" / picked[1][0]).write_bytes(b"not a jpeg")
     (tmp_path / "images" / picked[7][0]).write_bytes(b"")
-    with pytest.raises(DataError, match="cannot read mini-ImageNet image"):
+    with pytest.raises(DataError, match="cannot decode mini-ImageNet image"):
         load_mini_imagenet(tmp_path, "train", progress=False)
     (tmp_path / "train.csv").write_text("file,wnid\na.jpg,n1\n")
     with pytest.raises(DataError, match="train.csv: expected a split CSV with the header 'filename,label'"):

@@ -3,6 +3,7 @@ real formats, batch augmentation vs a per-image loop, and the real CIFAR-10 JPEG
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -17,6 +18,7 @@ from longtail.data import (
     LTData,
     augment_batch,
     class_counts,
+    load_cifar_pickles,
     load_longtail,
     longtail_indices,
     normalize,
@@ -203,12 +205,57 @@ def test_cifar_errors(tmp_path):
         load_longtail("cifar10", tmp_path)
     _fake_cifar(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x02}q\x00(X")  # truncated
-    with pytest.raises(DataError, match="corrupt CIFAR pickle .*data_batch_3"):
+    with pytest.raises(DataError, match="CIFAR-10 file .*data_batch_3 .*corrupt or truncated.*download CIFAR-10 again"):
         load_longtail("cifar10", tmp_path)
     with pytest.raises(
         ValueError, match=r"unknown dataset 'svhn'; choose one of \['cifar10', 'cifar100', 'imagefolder'\]"
     ):
         load_longtail("svhn", tmp_path)
+    with pytest.raises(ValueError, match=r"unknown CIFAR dataset 'svhn'"):
+        load_cifar_pickles("svhn", tmp_path)
+
+
+class _Evil:
+    """Unpickling it would run ``touch MARKER``: a crafted CIFAR file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize(
+    "dataset, file",
+    [
+        ("cifar10", "data_batch_1"),
+        ("cifar10", "data_batch_4"),
+        ("cifar10", "test_batch"),
+        ("cifar10", "batches.meta"),
+        ("cifar100", "train"),
+        ("cifar100", "test"),
+        ("cifar100", "meta"),
+    ],
+)
+@pytest.mark.parametrize("loader", ["load_cifar_pickles", "load_longtail"])
+@pytest.mark.parametrize("nested", [False, True])
+def test_crafted_cifar_pickle_is_refused(tmp_path, dataset, file, loader, nested):
+    """A pickle whose loading would run a shell command is refused by name, and the command never runs."""
+    _fake_cifar(tmp_path, dataset)
+    folder = "cifar-10-batches-py" if dataset == "cifar10" else "cifar-100-python"
+    marker = tmp_path / "MARKER"
+    evil = _Evil(marker)
+    _write_pickle(tmp_path / folder / file, {"data": np.zeros((1, 3072), np.uint8), "labels": evil} if nested else evil)
+    with pytest.raises(
+        DataError,
+        match=rf"refused to load the CIFAR-1\d+ file .*{folder}/{file}: it refers to a posix.system object, which no "
+        r"data file holds.*NOT executed",
+    ):
+        if loader == "load_cifar_pickles":
+            load_cifar_pickles(dataset, tmp_path)
+        else:
+            load_longtail(dataset, tmp_path, imbalance_ratio=2)
+    assert not marker.exists()
 
 
 def _fake_imagefolder(root, classes=("b_cat", "a_dog", "c_emu"), per_class=6, n_test=2, ext=".png", size=8):
@@ -245,10 +292,10 @@ def test_imagefolder_png_exact_and_cache(tmp_path, monkeypatch):
 
     import longtail.data as ld
 
-    def boom(paths):
+    def boom(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(ld, "_decode_chunk", boom)
+    monkeypatch.setattr(ld, "decode_images", boom)
     d2 = load_longtail("imagefolder", tmp_path / "data", imbalance_ratio=3, cache_dir=cache, progress=False)
     assert torch.equal(d2.train_images, d.train_images) and torch.equal(d2.test_images, d.test_images)
 
@@ -368,10 +415,10 @@ def test_real_cifar10_jpeg_longtail(cifar10_imagefolder):
     # The subset is LDAM-DRW's: class-major, within-class order = the files' (CIFAR's) order.
     ref = _ldam_gen_imbalanced(np.repeat(np.arange(10), 5000), class_counts(5000, 10, 100), 0)
     assert torch.equal(d.train_labels, torch.from_numpy(np.repeat(np.arange(10), 5000)[ref]))
-    from longtail.data import _decode_one
+    from torchvision.io import ImageReadMode, decode_image, read_file
 
     for k in (0, 4999, 5000, 12405):  # the k-th image is file NNNN.jpg with NNNN = LDAM-DRW's index in its class
         c, n = divmod(int(ref[k]), 5000)
         path = cifar10_imagefolder / "train" / d.class_names[c] / f"{n:04d}.jpg"
-        assert torch.equal(d.train_images[k], _decode_one(path))
+        assert torch.equal(d.train_images[k], decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
     assert 60 < d.train_images.float().mean() < 200  # real pixels, not zeros
