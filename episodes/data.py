@@ -37,6 +37,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,6 +63,7 @@ __all__ = [
     "omniglot_split",
     "OMNIGLOT_SCHEMES",
     "cifar_fs_split",
+    "load_splits",
 ]
 
 DATASETS = ("omniglot", "mini-imagenet", "cifar-fs", "fc100")
@@ -498,3 +500,13 @@ def load_fewshot(
     if download:
         _download_cifar100(base)
     return (load_cifar_fs if dataset == "cifar-fs" else load_fc100)(base, split, size)
+
+
+def load_splits(cfg: Any) -> dict[str, FewShotData]:
+    """The train, val and test splits a :class:`episodes.config.FewShotConfig` asks for (``cfg.dataset``,
+    ``cfg.data_root``, ``cfg.image_size``, ``cfg.download`` for the train split, ``cfg.omniglot_split``)."""
+    return {
+        s: load_fewshot(cfg.dataset, cfg.data_root, s, cfg.image_size or None, cfg.download and s == "train",
+                        omniglot_scheme=cfg.omniglot_split)
+        for s in SPLITS
+    }

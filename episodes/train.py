@@ -36,7 +36,7 @@ from fewshot_sla.utils import DataError
 
 from .backbones import make_backbone
 from .config import FewShotConfig
-from .data import DATASET_STATS, FewShotData, gather, load_fewshot, to_float
+from .data import DATASET_STATS, FewShotData, gather, load_splits, to_float
 from .maml import ALGORITHMS, MAMLLearner
 from .protonet import ProtoNet
 from .r2d2 import R2D2
@@ -194,8 +194,7 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
                        cfg.num_threads)
     ctx = eng.setup(spec)
     check_config(cfg, ctx.dist.world_size)
-    splits = {s: load_fewshot(cfg.dataset, cfg.data_root, s, cfg.image_size or None, cfg.download and s == "train",
-                              omniglot_scheme=cfg.omniglot_split) for s in ("train", "val", "test")}
+    splits = load_splits(cfg)
     transform = get_transform(cfg.transform, stats=DATASET_STATS[cfg.dataset])  # resolved once; M flows from it
     transform.check(splits["train"].images[:1].float())  # e.g. colour permutations of 1-channel Omniglot
     for split in (splits["val"], splits["test"]):  # fail before training for episodes a split cannot hold
