@@ -39,8 +39,11 @@ def run(
         ctx = engine.setup(engine.RunSpec(f"{out}/{tf}", seed=seed, progress=False))
         task = EpisodeTask(ProtoNet(SmallCNN()), tf, 5, 1, 5)
         sampler = EpisodeSampler(ytr, 5, 1, 5, episodes, seed=seed)
-        loop = engine.Loop(units=episodes, batches=lambda e, s=sampler: [(xtr[s.episode(e)],)], lr=lambda e: 1e-3,
-                           unit_name="step", checkpoint_every=0)
+
+        def batches(e: int, s: EpisodeSampler = sampler) -> list[tuple[torch.Tensor]]:
+            return [(xtr[s.episode(e)],)]
+
+        loop = engine.Loop(units=episodes, batches=batches, lr=lambda e: 1e-3, unit_name="step", checkpoint_every=0)
         engine.fit(task, torch.optim.Adam(task.parameters(), lr=1e-3), loop, ctx)
         si, ag = [], []
         for idx in EpisodeSampler(yte, 5, 1, 15, test_episodes, seed=seed + 1):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from torch import Tensor
 from fewshot_sla import SLAClassifier, get_transform
 from fewshot_sla import engine as eng
 from fewshot_sla.augment import random_crop_flip
-from fewshot_sla.config import ConfigError, parse_config, save_config, to_dict
+from fewshot_sla.config import ConfigError, config_from_dict, parse_config, save_config, to_dict
 from fewshot_sla.distributed import info as dist_info
 from fewshot_sla.distributed import shutdown
 from fewshot_sla.metrics import accuracy, balanced_accuracy, per_class_accuracy, shot_group_accuracy
@@ -104,8 +103,9 @@ def load_data(cfg: LTConfig, progress: bool) -> LTData:
         d.counts = np.bincount(d.train_labels.numpy(), minlength=d.num_classes).tolist()
     if cfg.limit_test and cfg.limit_test < len(d.test_labels):
         n = len(d.test_labels)
-        keep = np.sort(np.argsort(np.arange(n) % max(1, n // cfg.limit_test), kind="stable")[: cfg.limit_test])
-        d.test_images, d.test_labels = d.test_images[torch.from_numpy(keep)], d.test_labels[torch.from_numpy(keep)]
+        order = np.argsort(np.arange(n) % max(1, n // cfg.limit_test), kind="stable")
+        sel = torch.from_numpy(np.sort(order[: cfg.limit_test]))
+        d.test_images, d.test_labels = d.test_images[sel], d.test_labels[sel]
     return d
 
 
@@ -141,7 +141,7 @@ def make_loop(cfg: LTConfig, ctx: eng.Context, data: LTData, model: SLAClassifie
         rep = report(evaluate(model, data.test_images, ctx.device), data.test_labels.numpy(), data.counts)
         return {k: v for k, v in rep.items() if isinstance(v, float)}
 
-    criteria = [c for c in (model.criterion, model.sd_criterion) if hasattr(c, "set_epoch")]
+    criteria: list[eng.SupportsSetEpoch] = [c for c in (model.criterion, model.sd_criterion) if hasattr(c, "set_epoch")]  # type: ignore[misc]
     return eng.Loop(
         units=cfg.epochs,
         batches=batches,
@@ -202,7 +202,7 @@ def finish(
     plot = per_class_plot({title: metrics["test/per_class_acc"]}, data.counts, ctx.out / "per_class_acc.png",
                           class_names=data.class_names, title=title)
     logger.log_per_class("test/per_class_acc", metrics["test/per_class_acc"], data.class_names, data.counts)
-    logger.log_confusion("test/confusion", labels, preds[main], data.class_names)
+    logger.log_confusion("test/confusion", labels.tolist(), preds[main].tolist(), data.class_names)
     if plot is not None:
         logger.log_image("test/per_class_acc_plot", plot)
     extra = {"seed": cfg.seed, "subset_seed": cfg.subset_seed, "class_counts": data.counts, "history": fit.history,
@@ -237,8 +237,10 @@ def run_grid(cfg: LTConfig) -> list[dict[str, Any]]:
     rows = []
     for loss in cfg.grid_loss or (cfg.loss,):
         for tf in cfg.grid_transform or (cfg.transform,):
-            sub = replace(cfg, loss=loss, transform=tf, sd=cfg.sd and tf != "none", grid_loss=(), grid_transform=(),
-                          out=str(Path(cfg.out) / f"{loss}_{tf}"))
+            # through config_from_dict, so that a grid entry is checked like a flag (unknown loss -> clear error)
+            sub = config_from_dict(LTConfig, {"loss": loss, "transform": tf, "sd": cfg.sd and tf != "none",
+                                              "grid_loss": (), "grid_transform": (),
+                                              "out": str(Path(cfg.out) / f"{loss}_{tf}")}, base=cfg, source="grid")
             met = run(sub)
             if met.get("test/acc") is None:
                 continue
