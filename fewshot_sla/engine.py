@@ -104,6 +104,7 @@ class Loop:
         checkpoint_every: write ``OUT/checkpoint.pt`` every N units (and at the end and at a stop);
             0 = never.
         inner_progress: a progress bar over the batches of each unit (long epochs).
+        batches_per_unit: the number of batches of a unit, for that bar's total (optional).
     """
 
     units: int
@@ -123,6 +124,7 @@ class Loop:
     batch_log: str | None = None
     checkpoint_every: int = 1
     inner_progress: bool = False
+    batches_per_unit: int | None = None
 
 
 @dataclass
@@ -328,7 +330,8 @@ def fit(
             micro = 0
             batches = loop.batches(u)
             if loop.inner_progress and main and spec.progress:
-                batches = tqdm(batches, desc=f"{loop.unit_name} {u + 1}", leave=False, file=sys.stderr, mininterval=1)
+                batches = tqdm(batches, desc=f"{loop.unit_name} {u + 1}", total=loop.batches_per_unit, leave=False,
+                               file=sys.stderr, mininterval=1)
             for i, batch in enumerate(batches):
                 batch = to_device(batch, device, spec.channels_last)
                 last_micro = (micro + 1) % loop.accumulate == 0

@@ -154,6 +154,7 @@ def make_loop(cfg: LTConfig, ctx: eng.Context, data: LTData, model: SLAClassifie
         unit_name="epoch",
         generators={"subset": model.generator},
         inner_progress=True,
+        batches_per_unit=math.ceil(len(sampler) / per_rank),
     )
 
 
@@ -205,8 +206,8 @@ def finish(
     logger.log_confusion("test/confusion", labels.tolist(), preds[main].tolist(), data.class_names)
     if plot is not None:
         logger.log_image("test/per_class_acc_plot", plot)
-    extra = {"seed": cfg.seed, "subset_seed": cfg.subset_seed, "class_counts": data.counts, "history": fit.history,
-             "world_size": ctx.dist.world_size}
+    extra = {"seed": cfg.seed, "subset_seed": cfg.subset_seed, "class_counts": data.counts,
+             "class_names": data.class_names, "history": fit.history, "world_size": ctx.dist.world_size}
     logger.finish(metrics, extra=extra)
     return metrics
 

@@ -223,3 +223,25 @@ def test_two_process_gloo_global_batch(folder, tmp_path):
     assert rows == [] and 0.0 <= m["test/acc"] <= 1.0
     with pytest.raises(AssertionError):
         assert m["history"][0]["train/loss"] != m["history"][0]["train/loss"]
+
+
+@pytest.mark.slow
+def test_a_default_run_makes_no_network_call(folder, tmp_path):
+    """`sla-longtail` with its defaults (W&B offline) end to end under strace: no non-loopback connect()."""
+    import shutil
+
+    from tests.core.test_tracking import _non_loopback_connects
+
+    strace = shutil.which("strace")
+    if strace is None or subprocess.run([strace, "-f", "true"], capture_output=True).returncode != 0:
+        pytest.skip("strace is missing or cannot trace here; it records the run's connect() calls")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    trace = tmp_path / "strace.log"
+    cmd = [strace, "-f", "-qq", "-o", str(trace), "-e", "trace=connect", sys.executable, "-m", "longtail.benchmark",
+           "--dataset", "imagefolder", "--data-root", str(folder), "--imbalance-ratio", "6", "--epochs", "1",
+           "--batch-size", "16", "--backbone", "resnet20", "--limit-test", "8", "--out", str(tmp_path / "out")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not _non_loopback_connects(trace.read_text())
+    assert list((tmp_path / "out" / "wandb").glob("offline-run-*"))  # it did log to W&B, offline
