@@ -6,8 +6,24 @@ Builds on :mod:`fewshot_sla`; see ``sla-fewshot --help`` (``python -m episodes.t
 """
 
 from .backbones import BACKBONES, ResNet12, make_backbone
-from .data import DATASETS, FewShotData, load_cifar_fs, load_fc100, load_fewshot, load_mini_imagenet, to_float
+from .data import (
+    DATASETS,
+    FewShotData,
+    dataset_stats,
+    image_stats,
+    imagefolder_classes,
+    load_cifar_fs,
+    load_fc100,
+    load_fewshot,
+    load_imagefolder,
+    load_mini_imagenet,
+    load_splits,
+    rotate_classes,
+    split_classes,
+    to_float,
+)
 from .maml import ALGORITHMS, Learn2LearnMissing, MAMLLearner
+from .predict import FewShotPredictor, load_run
 from .protonet import Conv4, ProtoNet, prototypes
 from .r2d2 import R2D2, ridge_head
 from .sampler import EpisodeSampler, class_index, episode_labels, split_episode
@@ -21,6 +37,13 @@ __all__ = [
     "load_mini_imagenet",
     "load_cifar_fs",
     "load_fc100",
+    "load_imagefolder",
+    "imagefolder_classes",
+    "split_classes",
+    "load_splits",
+    "rotate_classes",
+    "image_stats",
+    "dataset_stats",
     "to_float",
     "BACKBONES",
     "Conv4",
@@ -40,4 +63,6 @@ __all__ = [
     "episode_labels",
     "split_episode",
     "SLAEpisode",
+    "FewShotPredictor",
+    "load_run",
 ]

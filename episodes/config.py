@@ -17,6 +17,7 @@ class FewShotConfig:
     omniglot_split: Literal["vinyals", "background"] = "vinyals"  # omniglot: 1028/172/423 or Lake: 792/172/659
     download: bool = False  # download the data set when missing (omniglot, cifar-fs, fc100; needs a network)
     class_split: tuple[float, ...] = ()  # imagefolder, flat DIR/<class>/: train val test fractions of the classes
+    split_seed: int = 0  # imagefolder, flat layout: seed of the class split (the same split for every --seed)
     channels: int = 0  # imagefolder: 1 (grey) or 3 (RGB); 0 = detected from the files
     class_rotations: bool = False  # add the 90/180/270-degree rotations of every training class as new classes
     image_size: int = 0  # image side (0 = the data set's default: omniglot 28, cifar 32, mini-imagenet 84)

@@ -23,6 +23,20 @@ the fix. The class splits are carried by this package as data (``episodes/splits
 - **FC100** (Oreshkin et al. 2018): the 60 / 20 / 20 CIFAR-100 classes of the superclasses in
   :data:`FC100_SUPERCLASSES` (12 / 4 / 4), 600 images each, pooled as for CIFAR-FS.
 
+- **imagefolder**: the user's own images (PNG / JPEG), in one of two layouts: ``DIR/{train,val,test}/<class>/*``
+  (the classes of each split), or a flat ``DIR/<class>/*`` whose classes are split by ``class_split``, fractions
+  ``(train, val, test)``. The flat split is a pure function of the sorted class folder names, the fractions and
+  ``split_seed`` (:func:`split_classes`; every training ``--seed`` sees the same split, and both values are in
+  ``config.yaml``; :func:`imagefolder_classes` lists the result). Grey or RGB is detected from the files (mixed
+  modes are an error unless ``channels`` says which to convert to); images are resized to ``image_size`` squares
+  (default 28 for grey, 84 for RGB, aspect ratio not kept) and used as they are: unlike Omniglot's, grey images
+  are NOT inverted. Decoded once and cached in ``DIR/.fewshot_sla_cache/`` (:func:`fewshot_sla.io.cached_decode`).
+  The normalisation statistics are measured on the train split (:func:`image_stats`) and carried by every split's
+  :attr:`FewShotData.stats`.
+
+``class_rotations`` (:func:`rotate_classes`, Vinyals et al. 2016; Snell et al. 2017) adds the 90, 180 and 270-degree
+rotations of every training class as new classes (Omniglot, Vinyals split: 1028 -> 4112), for any data set.
+
 CIFAR-FS and FC100 read the python version of CIFAR-100, ``ROOT/cifar-100-python/{train,test,meta}``
 (what ``torchvision.datasets.CIFAR100(ROOT, download=True)`` extracts), at 32x32. Images whose size
 differs from ``image_size`` are resized (bilinear, antialiased): JPEGs with PIL, arrays with
@@ -34,17 +48,33 @@ that builds only containers and numpy arrays (so a bad file cannot run code), CI
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fewshot_sla.io import decode_images, describe, normalize, read_cifar, safe_load_pickle, str_keys
+from fewshot_sla.io import (
+    cached_decode,
+    decode_images,
+    default_cache_dir,
+    describe,
+    files_digest,
+    normalize,
+    read_cached,
+    read_cifar,
+    safe_load_pickle,
+    str_keys,
+)
 from fewshot_sla.utils import DataError
 
 __all__ = [
@@ -64,14 +94,25 @@ __all__ = [
     "OMNIGLOT_SCHEMES",
     "cifar_fs_split",
     "load_splits",
+    "Stats",
+    "IMAGE_EXTENSIONS",
+    "load_imagefolder",
+    "imagefolder_classes",
+    "split_classes",
+    "image_stats",
+    "dataset_stats",
+    "rotate_classes",
 ]
 
-DATASETS = ("omniglot", "mini-imagenet", "cifar-fs", "fc100")
+DATASETS = ("omniglot", "mini-imagenet", "cifar-fs", "fc100", "imagefolder")
 SPLITS = ("train", "val", "test")
 DEFAULT_SIZE = {"omniglot": 28, "mini-imagenet": 84, "cifar-fs": 32, "fc100": 32}
+#: ``(mean, std)`` per channel on the [0, 1] scale.
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
 #: mean and std per channel on the [0, 1] scale (Omniglot: measured on the Vinyals train split at 28x28;
-#: CIFAR-FS and FC100: CIFAR-100's train set).
-DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+#: CIFAR-FS and FC100: CIFAR-100's train set). imagefolder has none: its train split's are measured
+#: (:func:`image_stats`).
+DATASET_STATS: dict[str, Stats] = {
     "omniglot": ((0.0817,), (0.2364,)),
     "mini-imagenet": ((0.4730, 0.4490, 0.4033), (0.2774, 0.2683, 0.2819)),
     "cifar-fs": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
@@ -109,6 +150,9 @@ class FewShotData:
     images: Tensor  # uint8 (N, C, H, W)
     labels: Tensor  # int64 (N,), 0..C-1 contiguous
     class_names: list[str]  # name of each class, e.g. "images_background/Armenian/character01"
+    # (mean, std) to normalise with, when not the data set's fixed DATASET_STATS: an image folder's, measured on its
+    # train split and carried by all three splits (val and test are normalised as the network was trained)
+    stats: Stats | None = None
 
     @property
     def num_classes(self) -> int:
@@ -118,13 +162,91 @@ class FewShotData:
         return int(self.labels.shape[0])
 
 
-def to_float(images: Tensor, dataset: str) -> Tensor:
-    """Normalise a uint8 batch ``(B, C, H, W)`` to float32 with the data set's mean and std (:data:`DATASET_STATS`),
-    on the batch's device."""
-    if dataset not in DATASET_STATS:
-        raise ValueError(f"to_float: unknown dataset {dataset!r}; choose one of {', '.join(DATASET_STATS)}")
-    mean, std = DATASET_STATS[dataset]
+def to_float(images: Tensor, dataset: str, stats: Stats | None = None) -> Tensor:
+    """Normalise a uint8 batch ``(B, C, H, W)`` to float32 on the batch's device.
+
+    Args:
+        images: raw pixels.
+        dataset: the data set, whose fixed :data:`DATASET_STATS` are used when ``stats`` is None.
+        stats: ``(mean, std)`` to use instead (a split's :attr:`FewShotData.stats`; required for ``imagefolder``).
+    """
+    if stats is None:
+        if dataset == "imagefolder":
+            raise ValueError(
+                "to_float: an image folder has no fixed statistics; pass stats=data.stats (load_splits measures them "
+                "on the train split) or episodes.data.image_stats(train.images)"
+            )
+        if dataset not in DATASET_STATS:
+            raise ValueError(f"to_float: unknown dataset {dataset!r}; choose one of {', '.join(DATASET_STATS)}")
+        stats = DATASET_STATS[dataset]
+    mean, std = stats
     return normalize(images, mean, std)
+
+
+def image_stats(images: Tensor, chunk: int = 4096) -> Stats:
+    """Mean and standard deviation of each channel of a uint8 ``(N, C, H, W)`` set, on the [0, 1] scale.
+
+    Exact (from a histogram of the 256 levels per channel, so no float sums drift) and deterministic: whoever has the
+    same train images gets the same numbers. A channel with no variation gets std 1 (normalising it then only
+    subtracts the mean), since dividing by 0 would turn it into NaNs.
+
+    Raises:
+        ValueError: ``images`` is not a non-empty uint8 ``(N, C, H, W)`` tensor.
+    """
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4 or not len(images):
+        got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"image_stats: expected a non-empty uint8 tensor (N, C, H, W), got {got}")
+    x = images.cpu().numpy()
+    c = x.shape[1]
+    hist = np.zeros((c, 256), dtype=np.int64)
+    for a in range(0, len(x), chunk):  # chunked: a channel's slice is copied to be raveled, never the whole set
+        for ch in range(c):
+            hist[ch] += np.bincount(x[a : a + chunk, ch].ravel(), minlength=256)
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    p = hist / hist.sum(axis=1, keepdims=True)
+    mean = p @ levels
+    std = np.sqrt(np.maximum(p @ levels**2 - mean**2, 0.0))
+    std = np.where(std < 1e-6, 1.0, std)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def dataset_stats(cfg: Any, train: FewShotData) -> Stats:
+    """The ``(mean, std)`` a run normalises with: ``train.stats`` when the loader measured them (an image folder),
+    else the data set's fixed :data:`DATASET_STATS`, else measured on ``train`` (:func:`image_stats`)."""
+    if train.stats is not None:
+        return train.stats
+    if cfg.dataset in DATASET_STATS:
+        return DATASET_STATS[cfg.dataset]
+    return image_stats(train.images)
+
+
+def rotate_classes(data: FewShotData) -> FewShotData:
+    """Every class's images rotated by 90, 180 and 270 degrees as three new classes (Vinyals et al. 2016).
+
+    The result holds four blocks, each class-major as ``data``: the originals (labels ``c``), then the rotations by
+    ``k`` = 1, 2, 3 quarter turns, ``torch.rot90(x, k, dims=(-2, -1))`` (counter-clockwise as displayed), as classes
+    ``c + k * C`` named ``"<name>/rot90"``, ``"<name>/rot180"``, ``"<name>/rot270"``. So the labels stay class-major
+    and contiguous, ``4 C`` classes with the same images per class, and ``data.stats`` is kept (rotating moves pixels,
+    it does not change their statistics).
+
+    Note: this is the baseline's augmentation. Combined with SLA's ``rotation`` transform, ``rot90(x)`` of class
+    ``c`` is then both joint label ``(c, 90)`` and ``(c + C, 0)``: an episode that samples both classes shows the same
+    image under two labels. Pair it with another transform, or compare without it.
+
+    Raises:
+        ValueError: the images are not square (a rotation would change their shape); resize them first.
+    """
+    h, w = data.images.shape[-2:]
+    if h != w:
+        raise ValueError(
+            f"rotate_classes: the images are {h}x{w}; class rotations need square images (pass --image-size to "
+            "resize them to squares)"
+        )
+    c = data.num_classes
+    images = torch.cat([torch.rot90(data.images, k, dims=(-2, -1)) for k in range(4)]).contiguous()
+    labels = torch.cat([data.labels + k * c for k in range(4)])
+    names = list(data.class_names) + [f"{n}/rot{90 * k}" for k in (1, 2, 3) for n in data.class_names]
+    return FewShotData(images, labels, names, data.stats)
 
 
 OMNIGLOT_SCHEMES = ("vinyals", "background")
@@ -450,6 +572,311 @@ def _download_cifar100(root: Path) -> None:
         ) from None
 
 
+# --- image folders -------------------------------------------------------------------------------------------------
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+#: PIL modes counted as grey; every other mode (RGB, RGBA, CMYK, palette "P", ...) counts as colour.
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_DEFAULT_IMAGEFOLDER_SIZE = {"L": 28, "RGB": 84}
+_IMAGEFOLDER_LAYOUTS = (
+    "DIR/train/<class>/*.png, DIR/val/<class>/*.png and DIR/test/<class>/*.png (.png, .jpg or .jpeg), or a flat "
+    "DIR/<class>/*.png split by classes with --class-split TRAIN VAL TEST"
+)
+
+
+@dataclass
+class _ImageClass:
+    """One class folder of an image folder."""
+
+    name: str  # the folder's name
+    folder: Path
+    files: list[Path]  # its images, sorted by name
+
+
+def split_classes(names: Sequence[str], fractions: Sequence[float], seed: int = 0) -> dict[str, list[str]]:
+    """Split class names into train / val / test by fractions of the classes: a pure function of its arguments.
+
+    The names are sorted, permuted with ``np.random.default_rng(seed)``, and cut into consecutive runs of
+    ``round(fraction * C)`` classes (largest remainders get the classes rounding leaves over, ties to the earlier
+    split); each split's classes are then sorted again. The split does not depend on the training seed, so every
+    ``--seed`` of a comparison sees the same classes.
+
+    Args:
+        names: the class names (any order; duplicates are an error).
+        fractions: ``(train, val, test)``, each > 0, summing to 1.
+        seed: the split's seed (``--split-seed``).
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, sorted names, each split non-empty.
+
+    Raises:
+        ValueError: not three fractions, a negative one, a sum other than 1, or a split left with no class.
+    """
+    fr = [float(f) for f in fractions]
+    if len(fr) != 3 or any(not math.isfinite(f) or f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
+        raise ValueError(
+            f"--class-split {' '.join(map(str, fractions))}: give three fractions TRAIN VAL TEST of the classes, each "
+            "> 0 and summing to 1 (e.g. --class-split 0.6 0.2 0.2)"
+        )
+    ordered = sorted(names)
+    if len(set(ordered)) != len(ordered):
+        raise ValueError("split_classes: duplicate class names")
+    n = len(ordered)
+    raw = np.round(np.asarray(fr) * n, 9)  # 0.7 * 10 is 7.000000000000001: round so that floor() is exact
+    counts = np.floor(raw).astype(np.int64)
+    for i in sorted(range(3), key=lambda i: -(raw[i] - counts[i]))[: n - int(counts.sum())]:
+        counts[i] += 1  # the largest remainders get the classes rounding down left over (stable: ties to train)
+    if (counts == 0).any():
+        empty = [s for s, k in zip(SPLITS, counts) if k == 0]
+        raise ValueError(
+            f"--class-split {' '.join(map(str, fractions))} of {n} classes gives the {' and '.join(empty)} split(s) "
+            f"no class (train/val/test: {'/'.join(map(str, counts))} classes); give each split a larger fraction or "
+            "add class folders (each split needs at least one class, as many as its episodes' ways)"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    shuffled = [ordered[i] for i in perm]
+    ends = np.cumsum(counts)
+    return {s: sorted(shuffled[a:b]) for s, a, b in zip(SPLITS, (0, *ends[:-1]), ends)}
+
+
+def _subfolders(d: Path) -> list[Path]:
+    """Sorted non-hidden folders of ``d`` (symbolic links to folders count; ``.fewshot_sla_cache`` does not)."""
+    return sorted((Path(e.path) for e in os.scandir(d) if e.is_dir() and not e.name.startswith(".")), key=str)
+
+
+def _image_class(folder: Path) -> _ImageClass:
+    files = sorted(
+        Path(e.path)
+        for e in os.scandir(folder)
+        if e.is_file() and not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+    )
+    if not files:
+        raise DataError(
+            f"class folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}, directly inside it); add its "
+            "images or remove the folder"
+        )
+    return _ImageClass(folder.name, folder, files)
+
+
+def _list_imagefolder(
+    root: Path, class_split: Sequence[float] = (), split_seed: int = 0
+) -> dict[str, list[_ImageClass]]:
+    """The classes of each split of an image folder, with every layout check (see :func:`load_imagefolder`)."""
+    if not root.is_dir():
+        raise DataError(
+            f"image folder {str(root)!r} does not exist or is not a folder; expected {_IMAGEFOLDER_LAYOUTS}"
+        )
+    folders = _subfolders(root)
+    split_dirs = [f for f in folders if f.name in SPLITS]
+    others = [f for f in folders if f.name not in SPLITS]
+    if split_dirs and others:
+        raise DataError(
+            f"image folder {root} mixes both layouts: split folders {[f.name for f in split_dirs]} and other folders "
+            f"{[f.name for f in others[:5]]}{' ...' if len(others) > 5 else ''}; keep either {root}/{{train,val,test}}"
+            f"/<class>/ or a flat {root}/<class>/ (with --class-split), and move the other folders out"
+        )
+    if split_dirs:
+        missing = [s for s in SPLITS if not (root / s).is_dir()]
+        if missing:
+            raise DataError(
+                f"image folder {root} has {[f.name for f in split_dirs]} but no {'/ '.join(missing)}/ folder: the "
+                f"split layout needs {root}/train/, val/ and test/, each with <class>/ folders of images (or use a "
+                "flat <class>/ layout with --class-split)"
+            )
+        if class_split:
+            raise ValueError(
+                f"--class-split applies to a flat image folder, but {root} has train/, val/ and test/ folders, which "
+                "already split the classes; drop --class-split"
+            )
+        out = {}
+        for s in SPLITS:
+            classes = _subfolders(root / s)
+            if not classes:
+                raise DataError(
+                    f"the {s} split of image folder {root} is empty: {root / s} has no class folders; put "
+                    f"{root / s}/<class>/*.png (or .jpg) there"
+                )
+            out[s] = [_image_class(f) for f in classes]
+        return out
+    if not others:
+        raise DataError(f"image folder {root} holds no class folders; expected {_IMAGEFOLDER_LAYOUTS}")
+    if not class_split:
+        raise ValueError(
+            f"image folder {root} is a flat layout (<class>/ folders, no train/ val/ test/): pass --class-split TRAIN "
+            "VAL TEST, the fractions of the classes each split gets (e.g. --class-split 0.6 0.2 0.2)"
+        )
+    by_name = {f.name: _image_class(f) for f in others}
+    split = split_classes(list(by_name), class_split, split_seed)
+    return {s: [by_name[n] for n in names] for s, names in split.items()}
+
+
+def imagefolder_classes(
+    root: str | Path, class_split: Sequence[float] = (), split_seed: int = 0
+) -> dict[str, list[str]]:
+    """The class folder names of each split of an image folder, as :func:`load_imagefolder` assigns them (for a flat
+    layout: :func:`split_classes` of the folder names), without decoding any image."""
+    listing = _list_imagefolder(Path(root).expanduser(), class_split, split_seed)
+    return {s: [c.name for c in cs] for s, cs in listing.items()}
+
+
+def _file_modes(paths: list[Path]) -> list[str]:
+    """Each file's PIL mode, from its header (no pixel is decoded)."""
+    from PIL import Image
+
+    modes = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                modes.append(im.mode)
+        except Exception as e:  # not an image, truncated header, missing file, ...
+            raise DataError(f"cannot decode image {p} ({type(e).__name__}: {e}); replace or delete the file") from None
+    return modes
+
+
+def _detect_mode(root: Path, paths: list[Path], workers: int, progress: bool) -> Literal["RGB", "L"]:
+    """``"L"`` when every file is grey, ``"RGB"`` when every file is colour; mixed modes are an error."""
+    from tqdm import tqdm
+
+    step = max(1, min(512, -(-len(paths) // workers)))
+    chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
+    modes: list[str] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+        total=len(paths), desc="image modes", unit="img", disable=not progress, leave=False, mininterval=0.5
+    ) as bar:
+        for got in pool.map(_file_modes, chunks):
+            modes += got
+            bar.update(len(got))
+    grey = [i for i, m in enumerate(modes) if m in _GREY_MODES]
+    if not grey:
+        return "RGB"
+    if len(grey) == len(paths):
+        return "L"
+    g, c = grey[0], next(i for i, m in enumerate(modes) if m not in _GREY_MODES)
+    raise DataError(
+        f"image folder {root} mixes grey and colour images: {len(grey)} grey (e.g. {paths[g]}, mode {modes[g]}) and "
+        f"{len(paths) - len(grey)} colour (e.g. {paths[c]}, mode {modes[c]}); pass --channels 3 to convert all of them "
+        "to RGB or --channels 1 to convert all of them to grey"
+    )
+
+
+def load_imagefolder(
+    root: str | Path,
+    image_size: int = 0,
+    channels: int = 0,
+    class_split: Sequence[float] = (),
+    split_seed: int = 0,
+    min_images: Mapping[str, int] | None = None,
+    min_classes: Mapping[str, int] | None = None,
+    progress: bool = True,
+    cache_dir: str | Path | None | Literal[False] = None,
+    workers: int | None = None,
+) -> dict[str, FewShotData]:
+    """The train, val and test splits of a folder of the user's images (see the module docstring for the layouts).
+
+    Classes are the sorted class folder names of each split, files are sorted by name; only ``.png``, ``.jpg`` and
+    ``.jpeg`` files directly inside a class folder are read, hidden files and folders are ignored. Images are used as
+    they are (grey ones are not inverted, unlike Omniglot's), converted to the mode (grey or RGB) and resized to
+    ``image_size`` squares (:func:`fewshot_sla.io.decode_images`: LANCZOS for grey, BILINEAR for RGB, antialiased;
+    the aspect ratio is not kept). The decoded arrays are cached per split as
+    ``<cache_dir>/fewshot-<split>-<digest of the split's file names and sizes>-c<channels>-s<image_size>.npz``
+    (the requested channels and size; 0 = detected / default), so a second load decodes nothing.
+
+    Args:
+        root: the image folder.
+        image_size: image side; 0 = 28 for grey images, 84 for RGB ones.
+        channels: 1 (grey) or 3 (RGB), converting every file; 0 = detected: grey if every file is grey (PIL modes
+            1, L, LA, I, I;16, F), RGB if none is, an error if they are mixed.
+        class_split: flat layout only, required there: the ``(train, val, test)`` fractions of the classes.
+        split_seed: flat layout: the seed of :func:`split_classes`.
+        min_images: images each class of a split needs (``shots + queries`` of its episodes); a class folder with
+            fewer is an error naming it, raised before anything is decoded.
+        min_classes: class folders each split needs (its episodes' ways), checked before anything is decoded too.
+        progress: show tqdm bars while scanning and decoding.
+        cache_dir: where to cache; None = ``root/.fewshot_sla_cache/`` if writable; False = no cache.
+        workers: decoding threads (default ``min(8, cpu count)``).
+
+    Returns:
+        ``{"train", "val", "test"}`` :class:`FewShotData`: uint8 ``(N, C, size, size)``, class-major labels, the class
+        folder names, and ``stats`` = :func:`image_stats` of the train split on all three.
+
+    Raises:
+        DataError: a missing folder, no class folders, both layouts at once, a missing or empty split, a class folder
+            without images or with fewer than ``min_images``, a split with fewer than ``min_classes``, mixed grey and
+            colour files without ``channels``, or an unreadable file; each message names the folder or file and the fix.
+        ValueError: bad ``channels`` / ``image_size``, a flat layout without ``class_split`` (or a split layout with
+            one), or fractions that do not split the classes.
+    """
+    if channels not in (0, 1, 3):
+        raise ValueError(f"--channels must be 1 (grey) or 3 (RGB), or 0 to detect them from the files; got {channels}")
+    if int(image_size) != image_size or image_size < 0:
+        raise ValueError(f"--image-size must be a positive integer (0 = the default); got {image_size}")
+    base = Path(root).expanduser()
+    listing = _list_imagefolder(base, class_split, split_seed)
+    for s, classes in listing.items():
+        ways = (min_classes or {}).get(s, 0)
+        if len(classes) < ways:
+            hint = ", or give it a larger --class-split fraction" if class_split else ""
+            if s == "train":
+                hint += " (--class-rotations makes 4 training classes of each folder)"
+            raise DataError(
+                f"the {s} split of image folder {base} has {len(classes)} class folders, but its episodes need {ways} "
+                f"classes; lower --ways (--test-ways for val and test episodes) or add class folders to that "
+                f"split{hint}"
+            )
+        need = (min_images or {}).get(s, 0)
+        short = [c for c in classes if len(c.files) < need]
+        if short:
+            more = f" (and {len(short) - 1} more class folders of the {s} split)" if len(short) > 1 else ""
+            raise DataError(
+                f"class folder {short[0].folder} has {len(short[0].files)} images, but each class of a {s} episode "
+                f"needs shots + queries = {need}{more}; add images, lower --shots/--queries (--test-shots/"
+                "--test-queries for val and test episodes) or remove the folder"
+            )
+    if cache_dir is None:
+        cdir = default_cache_dir(base)
+    elif cache_dir is False:
+        cdir = None
+    else:
+        cdir = Path(cache_dir)
+    paths = {s: [p for c in cs for p in c.files] for s, cs in listing.items()}
+    # The key names every split's files (and the split they are in), so that the three caches always agree.
+    digest = files_digest(f"{s}/{c.name}/{p.name}:{p.stat().st_size}" for s, cs in listing.items() for c in cs
+                          for p in c.files)
+    caches = {s: cdir / f"fewshot-{s}-{digest}-c{channels}-s{image_size}.npz" if cdir else None for s in SPLITS}
+    arrays = {s: read_cached(caches[s], len(paths[s]), channels or None, image_size or None) for s in SPLITS}
+    shapes = {a.shape[1:] for a in arrays.values() if a is not None}
+    n_workers = workers or min(8, os.cpu_count() or 1)
+    if any(a is None for a in arrays.values()) or len(shapes) != 1:
+        # Detect only on a cache miss: reading every header again would cost each run seconds on a large folder.
+        mode: Literal["RGB", "L"]
+        if channels:
+            mode = "L" if channels == 1 else "RGB"
+        else:
+            mode = _detect_mode(base, [p for s in SPLITS for p in paths[s]], n_workers, progress)
+        size = image_size or _DEFAULT_IMAGEFOLDER_SIZE[mode]
+        arrays = {
+            s: cached_decode(
+                paths[s],
+                caches[s],
+                mode,
+                size,
+                decoder=decode_images,  # this module's name, so that a test can patch it here
+                progress=progress,
+                desc=f"imagefolder {s}",
+                workers=n_workers,
+                what="image",
+                fix="replace or delete the file",
+            )
+            for s in SPLITS
+        }
+    out = {}
+    for s, cs in listing.items():
+        labels = np.repeat(np.arange(len(cs), dtype=np.int64), [len(c.files) for c in cs])
+        out[s] = FewShotData(torch.from_numpy(arrays[s]), torch.from_numpy(labels), [c.name for c in cs])
+    stats = image_stats(out["train"].images)
+    return {s: dataclasses.replace(d, stats=stats) for s, d in out.items()}
+
+
 def load_fewshot(
     dataset: str,
     root: str | Path,
@@ -457,6 +884,9 @@ def load_fewshot(
     image_size: int | None = None,
     download: bool = False,
     omniglot_scheme: str = "vinyals",
+    channels: int = 0,
+    class_split: Sequence[float] = (),
+    split_seed: int = 0,
 ) -> FewShotData:
     """Load split ``split`` of ``dataset`` into memory (see the module docstring).
 
@@ -464,17 +894,24 @@ def load_fewshot(
         dataset: one of :data:`DATASETS`.
         root: the folder holding the data set (its layout: the module docstring).
         split: ``train``, ``val`` or ``test``.
-        image_size: image side; ``None`` = the data set's default (28, 84, 32, 32).
+        image_size: image side; ``None`` = the data set's default (28, 84, 32, 32; imagefolder: 28 grey, 84 RGB).
         download: fetch Omniglot or CIFAR-100 into ``root`` if missing. mini-ImageNet cannot be fetched
             automatically: if it is missing, the error says where to get it.
         omniglot_scheme: ``"vinyals"`` or ``"background"`` (see :func:`omniglot_split`).
+        channels: imagefolder only: 1 or 3, 0 = detected (see :func:`load_imagefolder`).
+        class_split: imagefolder only, flat layout: the ``(train, val, test)`` fractions of the classes.
+        split_seed: imagefolder only, flat layout: the seed of the class split.
 
     Returns:
-        uint8 images ``(N, C, size, size)``, int64 labels ``0..C-1`` and the class names.
+        uint8 images ``(N, C, size, size)``, int64 labels ``0..C-1`` and the class names (imagefolder: and the
+        train split's ``stats``).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     _check_split(split)
+    if dataset == "imagefolder":
+        # all three splits: the channel detection and the statistics look at every split's files (cached after once)
+        return load_imagefolder(root, image_size or 0, channels, class_split, split_seed)[split]
     size = image_size or DEFAULT_SIZE[dataset]
     if dataset == "omniglot":
         if download:
@@ -502,11 +939,45 @@ def load_fewshot(
     return (load_cifar_fs if dataset == "cifar-fs" else load_fc100)(base, split, size)
 
 
+def _episode_shapes(cfg: Any) -> dict[str, tuple[int, int, int]]:
+    """(ways, shots, queries) of each split's episodes (val and test: the ``test_*`` fields, 0 = the training ones)."""
+    test = (cfg.test_ways or cfg.ways, cfg.test_shots or cfg.shots, cfg.test_queries or cfg.queries)
+    return {"train": (cfg.ways, cfg.shots, cfg.queries), "val": test, "test": test}
+
+
 def load_splits(cfg: Any) -> dict[str, FewShotData]:
     """The train, val and test splits a :class:`episodes.config.FewShotConfig` asks for (``cfg.dataset``,
-    ``cfg.data_root``, ``cfg.image_size``, ``cfg.download`` for the train split, ``cfg.omniglot_split``)."""
-    return {
-        s: load_fewshot(cfg.dataset, cfg.data_root, s, cfg.image_size or None, cfg.download and s == "train",
-                        omniglot_scheme=cfg.omniglot_split)
-        for s in SPLITS
-    }
+    ``cfg.data_root``, ``cfg.image_size``, ``cfg.download`` for the train split, ``cfg.omniglot_split``; imagefolder:
+    ``cfg.channels``, ``cfg.class_split``, ``cfg.split_seed``), with ``cfg.class_rotations`` applied to the train split
+    (:func:`rotate_classes`; val and test are unchanged).
+
+    An image folder is also checked against the episodes before anything is decoded: a class folder with fewer
+    images than its split's ``shots + queries`` is an error naming it, and so is a split with fewer class folders than
+    its episodes' ways (train with ``class_rotations``: a quarter of them). Its splits carry the train split's
+    :func:`image_stats` (use :func:`dataset_stats`).
+    """
+    folder = cfg.dataset == "imagefolder"
+    if not folder and (cfg.class_split or cfg.channels):
+        flag = "--class-split" if cfg.class_split else "--channels"
+        raise ValueError(
+            f"{flag} applies only to --dataset imagefolder; {cfg.dataset} has fixed splits and channels (drop {flag})"
+        )
+    if folder and cfg.download:
+        raise ValueError("--download does not apply to --dataset imagefolder (the images are yours); drop --download")
+    if folder:
+        shapes = _episode_shapes(cfg)
+        need = {s: shots + queries for s, (_, shots, queries) in shapes.items()}
+        ways = {s: w for s, (w, _, _) in shapes.items()}
+        if cfg.class_rotations:
+            ways["train"] = -(-ways["train"] // 4)  # each folder becomes 4 training classes
+        splits = load_imagefolder(cfg.data_root, cfg.image_size, cfg.channels, cfg.class_split, cfg.split_seed,
+                                  min_images=need, min_classes=ways)
+    else:
+        splits = {
+            s: load_fewshot(cfg.dataset, cfg.data_root, s, cfg.image_size or None, cfg.download and s == "train",
+                            omniglot_scheme=cfg.omniglot_split)
+            for s in SPLITS
+        }
+    if cfg.class_rotations:
+        splits["train"] = rotate_classes(splits["train"])
+    return splits

@@ -157,7 +157,7 @@ def parse_config(
         flag = "--" + f.name.replace("_", "-")
         alias = ["--" + f.name] if "_" in f.name else []
         default = getattr(defaults, f.name)
-        h = f"{helps.get(f.name, '')} (default: {default})".strip()
+        h = f"{helps.get(f.name, '')} (default: {default})".strip().replace("%", "%%")  # argparse formats help with %
         if base is bool:
             ap.add_argument(flag, *alias, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=h)
         else:

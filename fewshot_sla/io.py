@@ -7,6 +7,9 @@ One implementation of each file-level job the two packages need:
 - :func:`read_cifar`: torchvision's python-format CIFAR-10 / CIFAR-100 pickles, with every layout check, as
   :class:`CifarArrays` (CIFAR-100: fine and coarse labels).
 - :func:`decode_images`: JPEG / PNG files -> one uint8 ``(N, C, H, W)`` array, decoded by a thread pool.
+- :func:`cached_decode` (with :func:`default_cache_dir`, :func:`files_digest`, :func:`read_cached`):
+  :func:`decode_images` once, then the array from an uncompressed ``.npz`` beside the data (both packages' image
+  folders).
 - :func:`normalize`: uint8 batch -> float32 ``(x/255 - mean) / std`` on the batch's device.
 - :func:`load_checkpoint` / :func:`save_checkpoint`: ``torch.load(weights_only=True)`` with clear errors, and an
   atomic ``torch.save``.
@@ -18,10 +21,12 @@ This module imports neither ``episodes`` nor ``longtail``; they import it.
 from __future__ import annotations
 
 import _compat_pickle
+import hashlib
 import os
 import pickle
 import re
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +47,11 @@ __all__ = [
     "read_cifar",
     "IMAGE_MODES",
     "decode_images",
+    "CACHE_FOLDER",
+    "default_cache_dir",
+    "files_digest",
+    "read_cached",
+    "cached_decode",
     "normalize",
     "load_checkpoint",
     "save_checkpoint",
@@ -463,6 +473,110 @@ def decode_images(
     if invert:
         np.subtract(255, out, out=out)
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Decoded-image cache
+# --------------------------------------------------------------------------------------------------------------------
+
+#: The folder name :func:`default_cache_dir` uses under a data root (hidden, so no loader takes it for a class).
+CACHE_FOLDER = ".fewshot_sla_cache"
+
+
+def default_cache_dir(root: str | Path) -> Path | None:
+    """``root/.fewshot_sla_cache/``, created if needed, or None when it cannot be written (a read-only data set only
+    costs the cache, never the run)."""
+    d = Path(root) / CACHE_FOLDER
+    try:
+        d.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return d if os.access(d, os.W_OK) else None
+
+
+def files_digest(lines: Iterable[str]) -> str:
+    """A short hex digest of ``lines`` (e.g. ``"cat/0001.png:5123"``, one per file): a cache key that changes when a
+    file is added, removed, renamed or rewritten with another size."""
+    h = hashlib.sha1()
+    for line in lines:
+        h.update(f"{line}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def read_cached(
+    cache: str | Path | None, n: int, channels: int | None = None, size: int | None = None
+) -> np.ndarray | None:
+    """The ``(n, C, H, W)`` uint8 array a :func:`cached_decode` call stored in ``cache``.
+
+    Args:
+        cache: the ``.npz`` file (None: no cache).
+        n: the number of images expected.
+        channels: the channel count expected (None: any).
+        size: the side expected (None: any).
+
+    Returns:
+        The array, or None when the file is absent, unreadable (half-written, foreign) or of another shape.
+    """
+    if cache is None or not Path(cache).is_file():
+        return None
+    try:
+        with np.load(cache) as z:  # allow_pickle=False: a cache file can only hold arrays
+            x = z["images"]
+    except Exception:  # a half-written or foreign file: decode again and overwrite it
+        return None
+    ok = x.dtype == np.uint8 and x.ndim == 4 and len(x) == n
+    ok = ok and (channels is None or x.shape[1] == channels) and (size is None or x.shape[2:] == (size, size))
+    return x if ok else None
+
+
+def _write_cache(cache: Path, x: np.ndarray) -> None:
+    tmp: str | None = None
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".npz")
+        os.close(fd)
+        np.savez(tmp, images=x)  # uncompressed: loading is a memcpy (~1 s for 60,000 32x32 images)
+        os.replace(tmp, cache)  # atomic: a concurrent reader sees the old file or the whole new one
+    except OSError:  # a read-only or full disk only costs the cache
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def cached_decode(
+    paths: Sequence[str | Path],
+    cache: str | Path | None,
+    mode: Literal["RGB", "L"] = "RGB",
+    size: int | None = None,
+    *,
+    decoder: Callable[..., np.ndarray] | None = None,
+    **decode_kwargs: Any,
+) -> np.ndarray:
+    """:func:`decode_images` of ``paths``, read from the ``.npz`` file ``cache`` when it holds them.
+
+    The cache file is trusted by name: its key (the file name the caller picks) must change whenever the files or the
+    decoding settings change, e.g. a :func:`files_digest` of the file names and sizes, plus the mode and size. A file
+    of the wrong length or shape, a damaged one or a foreign one is ignored and overwritten. Writing is atomic, and a
+    disk that cannot be written only costs the cache.
+
+    Args:
+        paths: the image files, in the order wanted.
+        cache: the ``.npz`` file; None = no cache (always decode).
+        mode: ``"RGB"`` or ``"L"``, passed to the decoder; a cached array of another channel count is ignored.
+        size: ``size x size`` resize, passed to the decoder; a cached array of another size is ignored.
+        decoder: the decode function (default :func:`decode_images`), called as ``decoder(paths, mode, size, **kw)``.
+            A loader passes its own module's reference so that a test can patch it there.
+        **decode_kwargs: passed to the decoder (``progress``, ``desc``, ``workers``, ``what``, ``fix``, ...).
+
+    Returns:
+        ``(len(paths), C, H, W)`` uint8 (``C`` = 3 for RGB, 1 for L).
+    """
+    x = read_cached(cache, len(paths), 3 if mode == "RGB" else 1, size)
+    if x is not None:
+        return x
+    x = (decoder or decode_images)(paths, mode, size, **decode_kwargs)
+    if cache is not None:
+        _write_cache(Path(cache), x)
+    return x
 
 
 # --------------------------------------------------------------------------------------------------------------------

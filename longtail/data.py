@@ -16,9 +16,7 @@ crop + horizontal flip + normalisation) on a whole uint8 batch tensor, on whatev
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from torch import Tensor
 
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.counts import PROFILES, class_counts
-from fewshot_sla.io import decode_images, read_cifar
+from fewshot_sla.io import cached_decode, decode_images, default_cache_dir, files_digest, read_cifar
 from fewshot_sla.io import normalize as _normalize
 from fewshot_sla.utils import DataError
 
@@ -193,9 +191,9 @@ def _download_cifar(dataset: str, root: Path) -> None:
 
 
 def _list_split(split_dir: Path) -> tuple[list[str], list[list[Path]], str]:
-    """Sorted class folders, their sorted image files, and a hash of (class, name, size) for the cache key."""
+    """Sorted class folders, their sorted image files, and a digest of (class, name, size) for the cache key."""
     classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
-    files, h = [], hashlib.sha1()
+    files, lines = [], []
     for c in classes:
         entries = sorted(
             (
@@ -205,54 +203,25 @@ def _list_split(split_dir: Path) -> tuple[list[str], list[list[Path]], str]:
             ),
             key=lambda e: e.name,
         )
-        for e in entries:
-            h.update(f"{c}/{e.name}:{e.stat().st_size}\n".encode())
+        lines += [f"{c}/{e.name}:{e.stat().st_size}" for e in entries]
         files.append([Path(e.path) for e in entries])
-    return classes, files, h.hexdigest()[:16]
-
-
-def _default_cache_dir(root: Path) -> Path | None:
-    d = root / ".fewshot_sla_cache"
-    try:
-        d.mkdir(exist_ok=True)
-    except OSError:
-        return None
-    return d if os.access(d, os.W_OK) else None
+    return classes, files, files_digest(lines)
 
 
 def _load_split_images(
     split_dir: Path, files: list[list[Path]], key: str, cache_dir: Path | None, progress: bool, workers: int
 ) -> tuple[np.ndarray, np.ndarray]:
     labels = np.concatenate([np.full(len(fs), c, dtype=np.int64) for c, fs in enumerate(files)])
-    cache = None
-    if cache_dir is not None:
-        cache = cache_dir / f"{split_dir.name}-{key}.npz"
-        if cache.is_file():
-            try:
-                with np.load(cache) as z:
-                    x = z["images"]
-                if len(x) == len(labels):
-                    return x, labels
-            except Exception:  # a half-written or foreign file: decode again and overwrite it
-                pass
-    x = decode_images(
+    x = cached_decode(
         [p for fs in files for p in fs],
+        cache_dir / f"{split_dir.name}-{key}.npz" if cache_dir is not None else None,
         "RGB",
+        decoder=decode_images,  # this module's name, so that a test can patch it here
         progress=progress,
         desc=f"decode {split_dir.name}",
         workers=workers,
         fix="replace or delete it",
     )
-    if cache is not None:
-        tmp: str | None = None
-        try:
-            fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".npz")
-            os.close(fd)
-            np.savez(tmp, images=x)  # uncompressed: loading is a memcpy (~1 s for 60,000 images)
-            os.replace(tmp, cache)
-        except OSError:  # a read-only or full disk only costs the cache
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
     return x, labels
 
 
@@ -287,7 +256,7 @@ def load_imagefolder(
             f"(or .png), missing folder(s) {missing}"
         )
     if cache_dir is None:
-        cdir = _default_cache_dir(root)
+        cdir = default_cache_dir(root)
     elif cache_dir is False:
         cdir = None
     else:
