@@ -1,100 +1,218 @@
 #!/usr/bin/env python
-"""Long-tail training throughput: images/second for ResNet-32 baseline and SLA, and the data
-pipeline (numpy gather + batch crop/flip augmentation) as a share of a training step.
+"""Long-tail training throughput on sla-longtail's own path, and the projected time of one 200-epoch run.
 
-    python bench/longtail.py [--batch 128] [--steps 5] [--threads 2] [--channels-last] [--device cpu cuda]
+    python bench/longtail.py                                   # CPU (3 timed steps), and CUDA when present
+    python bench/longtail.py --device cuda --steps 50 --variants plain amp+cl amp+cl+compile
 
-Uses the real long-tailed CIFAR-10 from .data/cifar10-jpeg when it is there (else random uint8
-images of the same shape; the output says which).
+For each device, regime (baseline; SLA: rotation, M=4; SLA+SD) and variant (CUDA: plain, bf16 autocast
+``amp``, channels-last ``cl``, ``torch.compile``; CPU: plain) it builds what ``sla-longtail`` builds --
+``longtail.benchmark.build_model``, its SGD optimiser, ``make_loop`` (uint8 training set on the device,
+sampler indices -> gather -> ``random_crop_flip`` with CPU draws -> ``normalize``) -- and times
+``fewshot_sla.engine.fit`` itself over ``--steps`` batches of ``--batch`` images after ``--warmup`` batches
+(the clock reads, synchronised, at batch boundaries inside fit's loop). Also timed: the data pipeline alone
+(``data ms``) and the final test evaluation (``longtail.benchmark.evaluate``, every prediction mode) on
+``--eval-images`` images, scaled to CIFAR's 10,000.
+
+Projected wall time of one run on CIFAR-10-LT-100 = 200 epochs x 12,406 images / (images/s) + the
+evaluation; per-epoch checkpoints (about 2 MB each) and logging are left out. The images are random uint8
+with CIFAR-10-LT-100's class counts (the cost does not depend on the pixels); the loss is cross-entropy.
+Prints one Markdown table per device.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fewshot_sla import SLAClassifier  # noqa: E402
-from fewshot_sla.nets import resnet32  # noqa: E402
+from fewshot_sla import engine as eng  # noqa: E402
 from fewshot_sla.tracking import format_table  # noqa: E402
-from longtail.data import augment_batch, load_longtail  # noqa: E402
-from longtail.samplers import make_sampler  # noqa: E402
+from longtail.benchmark import build_model, evaluate, make_loop  # noqa: E402
+from longtail.config import LTConfig  # noqa: E402
+from longtail.data import LTData, class_counts  # noqa: E402
+from longtail.schedules import scale_epochs  # noqa: E402
+
+EPOCHS = 200
+TEST_IMAGES = 10_000
+COUNTS = class_counts(5000, 10, 100.0, "exp")  # CIFAR-10-LT-100: 12,406 training images
+IMAGES_PER_EPOCH = sum(COUNTS)
+REGIMES = {"baseline": ("none", False), "SLA": ("rotation", False), "SLA+SD": ("rotation", True)}
+# variant name -> (amp, channels_last, compile); "cl" = channels-last
+VARIANTS = {
+    "plain": (False, False, False),
+    "amp": (True, False, False),
+    "cl": (False, True, False),
+    "amp+cl": (True, True, False),
+    "compile": (False, False, True),
+    "amp+cl+compile": (True, True, True),
+}
+CUDA_VARIANTS = ("plain", "amp", "cl", "amp+cl", "amp+cl+compile")
 
 
-def images() -> tuple[np.ndarray, np.ndarray, str]:
-    root = ROOT / ".data" / "cifar10-jpeg"
-    if root.is_dir():
-        d = load_longtail("imagefolder", root, 100.0, progress=False)
-        return d.train_images.numpy(), d.train_labels.numpy(), "real CIFAR-10-LT-100 (JPEG copy)"
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (12406, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, 12406), "random uint8"
+def synthetic_data(seed: int = 0) -> LTData:
+    """Random uint8 images with CIFAR-10-LT-100's class counts, and a 10,000-image test set."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.repeat_interleave(torch.arange(10), torch.tensor(COUNTS))
+    return LTData(
+        torch.randint(0, 256, (len(labels), 3, 32, 32), dtype=torch.uint8, generator=g),
+        labels,
+        torch.randint(0, 256, (TEST_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=g),
+        torch.arange(TEST_IMAGES) % 10,
+        [f"class{i}" for i in range(10)],
+        list(COUNTS),
+    )
 
 
-def main() -> int:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(
+    batches: Callable[[int], Iterable[tuple[Any, ...]]], warmup: int, steps: int, device: torch.device,
+    marks: dict[str, float],
+) -> Callable[[int], Iterator[tuple[Any, ...]]]:
+    """``batches`` cut to ``warmup + steps`` batches, reading the clock when fit asks for batch ``warmup``
+    (every warm-up step done) and after the last step; producing a batch counts as part of its step."""
+
+    def gen(epoch: int) -> Iterator[tuple[Any, ...]]:
+        it = iter(batches(epoch))
+        done = 0
+        for i in range(warmup + steps):
+            if i == warmup:
+                sync(device)
+                marks["t0"] = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            yield batch
+            done = i + 1
+        sync(device)
+        marks["t1"] = time.perf_counter()
+        marks["steps"] = done - warmup
+
+    return gen
+
+
+def measure(regime: str, variant: str, device: str, data: LTData, args: argparse.Namespace) -> dict[str, Any]:
+    """One row: fit's step time and images/s, the data pipeline alone, the evaluation, the projection."""
+    transform, sd = REGIMES[regime]
+    amp, cl, compile_ = VARIANTS[variant]
+    with tempfile.TemporaryDirectory() as out:
+        cfg = LTConfig(transform=transform, sd=sd, epochs=EPOCHS, batch_size=args.batch, device=device, amp=amp,
+                       channels_last=cl, compile=compile_, out=out, wandb="disabled", num_threads=args.threads)
+        spec = eng.RunSpec(cfg.out, cfg.seed, cfg.device, cfg.amp, cfg.channels_last, cfg.compile,
+                           num_threads=cfg.num_threads, progress=False)
+        ctx = eng.setup(spec)
+        model = build_model(cfg, data.counts, scale_epochs(cfg.epochs)).to(ctx.device)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        loop = make_loop(cfg, ctx, data, model)
+        warmup = max(args.warmup, 3) if compile_ else args.warmup  # compilation takes the first step(s)
+        marks: dict[str, float] = {}
+        bench_loop = replace(loop, units=1, batches=timed(loop.batches, warmup, args.steps, ctx.device, marks),
+                             checkpoint_every=0, inner_progress=False, evaluate=None)
+        eng.fit(model, opt, bench_loop, ctx)
+        steps = int(marks["steps"])
+        if steps < 1:
+            raise SystemExit(f"--warmup {warmup} + --steps {args.steps} exceed the {IMAGES_PER_EPOCH // args.batch} "
+                             "batches of an epoch; lower them")
+        step_s = (marks["t1"] - marks["t0"]) / steps
+        # The data pipeline alone (sampler -> gather -> crop/flip -> normalise), same batches.
+        sync(ctx.device)
+        t = time.perf_counter()
+        n = 0
+        for _ in zip(range(warmup + steps), loop.batches(0)):
+            n += 1
+        sync(ctx.device)
+        data_s = (time.perf_counter() - t) / n
+        # The final evaluation (every prediction mode, as sla-longtail's finish does), scaled to 10,000 images.
+        test = data.test_images[: args.eval_images]
+        evaluate(model, test[:500], ctx.device)  # warm-up: cuDNN's algorithm search, oneDNN's primitives
+        sync(ctx.device)
+        t = time.perf_counter()
+        evaluate(model, test, ctx.device)
+        sync(ctx.device)
+        eval_s = (time.perf_counter() - t) * TEST_IMAGES / len(test)
+    ips = args.batch / step_s
+    return {
+        "regime": regime + (" (M=4)" if transform != "none" else ""),
+        "variant": variant,
+        "step ms": f"{step_s * 1e3:.1f}",
+        "img/s": f"{ips:,.0f}",
+        "data ms": f"{data_s * 1e3:.1f}",
+        "eval s": f"{eval_s:.1f}",
+        "200-epoch run": fmt_duration(EPOCHS * IMAGES_PER_EPOCH / ips + eval_s),
+        "_regime": regime,
+        "_seconds": EPOCHS * IMAGES_PER_EPOCH / ips + eval_s,
+    }
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min"
+
+
+def device_label(device: str, threads: int) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    n = threads or torch.get_num_threads()
+    return f"CPU, {n} thread{'s' if n > 1 else ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--channels-last", action="store_true")
-    ap.add_argument("--device", nargs="*", default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    x_all, y_all, source = images()
-    sampler = make_sampler("instance", y_all, seed=0)
-    idx = np.fromiter(iter(sampler), dtype=np.int64)
+    ap.add_argument("--device", nargs="+", default=None, help="devices (default: cpu, and cuda when available)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 3 on CPU, 40 on CUDA)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (default: 1 on CPU, 5 on CUDA)")
+    ap.add_argument("--batch", type=int, default=128, help="batch size before SLA's M copies (default: 128)")
+    ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    ap.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
+                    help=f"CUDA variants (default: {' '.join(CUDA_VARIANTS)}); CPU runs plain only unless given")
+    ap.add_argument("--eval-images", type=int, default=None,
+                    help="test images evaluated, scaled to 10,000 (default: 250 on CPU, 10,000 on CUDA)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    args = ap.parse_args(argv)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    for d in devices:
-        dev = torch.device(d)
+    data = synthetic_data()
+    for device in devices:
+        cuda = device.startswith("cuda")
+        if cuda and not torch.cuda.is_available():
+            print(f"error: --device {device}: CUDA is not available here", file=sys.stderr)
+            return 2
+        dargs = argparse.Namespace(**vars(args))
+        dargs.steps = args.steps or (40 if cuda else 3)
+        dargs.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+        dargs.eval_images = min(TEST_IMAGES, args.eval_images or (TEST_IMAGES if cuda else 250))
+        variants = args.variants or (list(CUDA_VARIANTS) if cuda else ["plain"])
         rows = []
-        for name, tf in (("baseline", "none"), ("SLA (rotation, M=4)", "rotation")):
-            torch.manual_seed(0)
-            model = SLAClassifier(resnet32(), 10, tf).to(dev, memory_format=fmt).train()
-            opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-            gen = torch.Generator().manual_seed(0)
-            data_t, step_t = [], []
-            for s in range(args.steps + 1):
-                b = idx[s * args.batch : (s + 1) * args.batch]
-                t0 = time.perf_counter()
-                x = augment_batch(torch.from_numpy(x_all[b]), gen).to(dev, memory_format=fmt)
-                y = torch.from_numpy(y_all[b]).to(dev)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                t1 = time.perf_counter()
-                loss = model(x, y)["loss"]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                t2 = time.perf_counter()
-                if s:  # the first step warms up
-                    data_t.append(t1 - t0)
-                    step_t.append(t2 - t0)
-            dt, st = statistics.median(data_t), statistics.median(step_t)
-            rows.append(
-                {
-                    "regime": name,
-                    "step s": st,
-                    "train img/s": args.batch / st,
-                    "data ms": dt * 1e3,
-                    "data share": dt / st,
-                }
-            )
-        label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {args.threads} threads"
+        for regime in args.regimes:
+            for variant in variants:
+                print(f"[{device}] {regime}, {variant} ...", file=sys.stderr, flush=True)
+                rows.append(measure(regime, variant, device, data, dargs))
         print(
-            f"\n### {label}: ResNet-32, batch {args.batch} (SLA: x4 copies), median of {args.steps} steps, "
-            f"channels_last={args.channels_last}, data: {source}\n"
+            f"\n### {device_label(device, args.threads)}: ResNet-32, batch {args.batch}, mean over "
+            f"{dargs.steps} steps of sla-longtail's fit loop after {dargs.warmup} warm-up; evaluation on "
+            f"{dargs.eval_images} test images scaled to 10,000\n"
         )
-        print(format_table(rows))
+        cols = ["regime", "variant", "step ms", "img/s", "data ms", "eval s", "200-epoch run"]
+        print(format_table(rows, cols))
+        best = {r: min(x["_seconds"] for x in rows if x["_regime"] == r) for r in {x["_regime"] for x in rows}}
+        if "baseline" in best and "SLA+SD" in best:
+            grid = 12 * best["baseline"] + 12 * best["SLA+SD"]
+            print(f"\nThe protocol's grid (4 losses x {{baseline, SLA+SD}} x 3 seeds = 24 runs) at the fastest "
+                  f"variant, one run at a time: {fmt_duration(grid)}.")
     return 0
 
 

@@ -6,8 +6,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.metrics import confusion_matrix as _sk_confusion
 
 __all__ = [
     "accuracy",
@@ -36,7 +34,9 @@ def accuracy(y_true, y_pred) -> float:
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     """``(N, N)`` counts, row = true class, column = predicted class."""
-    return _sk_confusion(_np(y_true), _np(y_pred), labels=np.arange(num_classes))
+    from sklearn.metrics import confusion_matrix as sk_confusion  # imported here: ~2 s per process otherwise
+
+    return sk_confusion(_np(y_true), _np(y_pred), labels=np.arange(num_classes))
 
 
 def per_class_accuracy(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -49,6 +49,8 @@ def per_class_accuracy(y_true, y_pred, num_classes: int) -> np.ndarray:
 
 def balanced_accuracy(y_true, y_pred) -> float:
     """Mean per-class recall over the classes present in ``y_true`` (scikit-learn's definition)."""
+    from sklearn.metrics import balanced_accuracy_score
+
     return float(balanced_accuracy_score(_np(y_true), _np(y_pred)))
 
 

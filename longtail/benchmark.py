@@ -68,14 +68,15 @@ def build_model(cfg: LTConfig, counts: list[int], plan: LTSchedule) -> SLAClassi
     """The SLA regime with the imbalance loss on the joint head (joint class (i, j) counts n_i)."""
     transform = get_transform(cfg.transform, stats=(CIFAR_MEAN, CIFAR_STD))  # resolved once; M flows from it
     drw = plan.drw_epoch if cfg.drw else None
-    criterion = make_loss(cfg.loss, counts, m=transform.m, drw_epoch=drw)
+    kw = {"gamma": cfg.vs_gamma, "tau": cfg.vs_tau} if cfg.loss == "vs" else {}
+    criterion = make_loss(cfg.loss, counts, m=transform.m, drw_epoch=drw, **kw)
     return SLAClassifier(
         make_backbone(cfg.backbone),
         len(counts),
         transform,
         distill=cfg.sd,
         criterion=criterion,
-        sd_criterion=make_loss(cfg.loss, counts, m=1, drw_epoch=drw) if cfg.sd else None,
+        sd_criterion=make_loss(cfg.loss, counts, m=1, drw_epoch=drw, **kw) if cfg.sd else None,
         temperature=cfg.temperature,
         distill_scale=criterion.logit_scale,  # LDAM: distil s * cos, not cosines (else KD is ~400x too weak)
         head=head_for(cfg.loss),

@@ -20,6 +20,8 @@ class LTConfig:
     subset_seed: int = 0  # seed of the long-tailed subset (0 = LDAM-DRW's subsets; --seed leaves it alone)
     loss: Literal["ce", "focal", "cb", "ldam", "balanced-softmax", "logit-adjusted", "vs"] = "ce"  # imbalance loss
     sampler: Literal["instance", "class-balanced", "sqrt", "progressive"] = "instance"  # training sampler
+    vs_gamma: float = 0.2  # vs loss: multiplicative adjustment (n_c / n_max)^gamma (Kini et al. 2021)
+    vs_tau: float = 1.2  # vs loss: additive adjustment tau * log(prior)
     drw: bool = False  # deferred re-weighting (class-balanced weights from the DRW epoch on)
     transform: str = "none"  # SLA transformation family; none = the baseline
     sd: bool = False  # add the self-distillation head (SLA+SD)

@@ -245,3 +245,14 @@ def test_a_default_run_makes_no_network_call(folder, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert not _non_loopback_connects(trace.read_text())
     assert list((tmp_path / "out" / "wandb").glob("offline-run-*"))  # it did log to W&B, offline
+
+
+def test_vs_parameters_reach_the_loss(folder):
+    counts, plan = [60, 29, 14, 10], scale_epochs(10)
+    z, y = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3, 0, 1])
+    plain = build_model(tiny(folder, "x", loss="vs", vs_gamma=0.0, vs_tau=0.0), counts, plan).criterion
+    assert torch.allclose(plain(z, y), torch.nn.functional.cross_entropy(z, y))  # gamma = tau = 0: plain CE
+    vs = build_model(tiny(folder, "x", loss="vs", vs_gamma=0.3, vs_tau=1.0), counts, plan).criterion
+    delta = (torch.tensor(counts, dtype=torch.float) / 60) ** 0.3
+    iota = torch.log(torch.tensor(counts, dtype=torch.float) / sum(counts))
+    assert torch.allclose(vs(z, y), torch.nn.functional.cross_entropy(z * delta + iota, y), atol=1e-6)
