@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fewshot_sla import sla_loss
+from fewshot_sla import check_labels, sla_loss
 from fewshot_sla.transforms import Transform
 
 from .sampler import episode_labels, split_episode
@@ -72,3 +72,49 @@ class EpisodeTask(nn.Module):
         finally:
             self.train(prev)
         return {"aggregated": out["logits"], "single": out["logits_single"], "y": out["y"]}
+
+    @torch.no_grad()
+    def predict_support_query(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None
+    ) -> dict[str, Tensor]:
+        """Eval-mode SLA+AG and SLA+SI query logits for a support set with explicit labels (previous mode restored).
+
+        :meth:`forward` and :meth:`predict` take the class-major, equal-shots layout of
+        :class:`episodes.EpisodeSampler`; this takes the support set as it comes: any order and any number of
+        shots per class. ProtoNet, R2D2 and MetaOptNet-SVM accept such labels as they are; the learn2learn
+        learners also need ``ways`` to equal the ``N`` they were built for (their head has ``N*M`` outputs).
+        On a class-major equal-shots episode the logits are those of :meth:`predict`.
+
+        Args:
+            support_x: normalised support images ``(S, C, H, W)``.
+            support_y: ``(S,)`` integer labels in ``[0, ways)``; every class needs at least one image.
+            query_x: normalised query images ``(Q, C, H, W)``.
+            ways: ``N`` (default ``support_y.max() + 1``).
+
+        Returns:
+            ``{"aggregated": (Q, N) SLA+AG logits, "single": (Q, N) SLA+SI logits}``.
+        """
+        if support_y.numel() == 0:
+            raise ValueError("predict_support_query: the support set is empty; give every class at least one image")
+        w = int(support_y.max()) + 1 if ways is None else int(ways)
+        check_labels(support_y, w, what="predict_support_query support labels")
+        if support_y.shape[0] != support_x.shape[0]:
+            raise ValueError(
+                f"predict_support_query: {support_x.shape[0]} support images but {support_y.shape[0]} labels; "
+                "pass one label per support image"
+            )
+        missing = (torch.bincount(support_y.cpu(), minlength=w) == 0).nonzero().flatten().tolist()
+        if missing:
+            # a class without support images would get an empty prototype / no target: scores without meaning
+            raise ValueError(
+                f"predict_support_query: classes {missing} of {w} have no support image; "
+                "give every class at least one support image (labels 0..ways-1)"
+            )
+        prev = self.training
+        self.eval()
+        try:
+            sx, sy_j, qx, _ = self.sla.expand(support_x, support_y.to(support_x.device), query_x)
+            z = self.learner(sx, sy_j, qx, ways=self.sla.ways_joint(w))
+        finally:
+            self.train(prev)
+        return {"aggregated": self.sla.aggregate(z), "single": self.sla.single(z)}

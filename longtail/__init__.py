@@ -29,6 +29,7 @@ from .losses import (
     make_loss,
     vs_adjustments,
 )
+from .predict import LongTailPredictor, load_run
 from .samplers import SAMPLERS, LTSampler, class_probabilities, epoch_seed, make_sampler
 from .schedules import LTSchedule, drw_active, ldam_lr, scale_epochs
 
@@ -39,4 +40,5 @@ __all__ = [
     "make_loss", "vs_adjustments",
     "SAMPLERS", "LTSampler", "class_probabilities", "epoch_seed", "make_sampler",
     "LTSchedule", "drw_active", "ldam_lr", "scale_epochs",
+    "LongTailPredictor", "load_run",
 ]

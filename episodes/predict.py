@@ -1,0 +1,507 @@
+"""``sla-fewshot-predict``: load a trained ``sla-fewshot`` run and classify query images against a support set.
+
+    sla-fewshot-predict --run runs/omni_5w1s_sla --support SUPPORT --query QUERY --out predictions.csv
+
+``SUPPORT/<class>/*.png`` is the support set (one folder per class, any number of images each). ``QUERY`` is a
+flat folder of images, or a folder of class folders (then the accuracy is printed too). Writes a CSV
+``file,predicted_class,score`` (``file`` relative to ``QUERY``) and prints a short table.
+
+In Python, :func:`load_run` rebuilds the run's episodic task exactly as ``sla-fewshot`` built it (from the
+run's ``config.yaml``), loads its best validation weights (``best.pt``) and returns a
+:class:`FewShotPredictor` that reads images as the run's data loader did::
+
+    predictor = episodes.load_run("runs/omni_5w1s_sla")
+    probs = predictor.predict(["a1.png", "a2.png", "b1.png"], ["a", "a", "b"], ["q1.png", "q2.png"])
+    probs.shape, predictor.classes          # (2, 2), ['a', 'b']
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fewshot_sla import checkpoint, get_transform
+from fewshot_sla.config import ConfigError, load_config
+from fewshot_sla.io import decode_images
+from fewshot_sla.utils import DataError
+
+from .config import FewShotConfig
+from .data import DATASET_STATS, DEFAULT_SIZE, Stats, dataset_stats, load_splits, to_float
+from .maml import ALGORITHMS
+from .task import EpisodeTask
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+__all__ = ["FewShotPredictor", "load_run", "main", "MODES", "IMAGE_SUFFIXES"]
+
+#: Prediction modes: SLA+AG (logits averaged over the M transformed copies) and SLA+SI (the identity copy).
+MODES = ("aggregated", "single")
+#: Files the command line takes as images (case-insensitive).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+ImageFile: TypeAlias = "str | Path | PILImage.Image"
+#: What ``predict`` takes as images: one path or PIL image, a list of them, or a uint8 tensor (B, C, H, W).
+Images: TypeAlias = "Tensor | ImageFile | Sequence[ImageFile]"
+
+
+def _resample(mode: str) -> Any:
+    from PIL import Image
+
+    # The filters fewshot_sla.io.decode_images resizes files with (LANCZOS for grey, BILINEAR for RGB): a PIL image
+    # or a tensor then gives the pixels its file would.
+    return Image.Resampling.LANCZOS if mode == "L" else Image.Resampling.BILINEAR
+
+
+def _run_geometry(cfg: FewShotConfig, state: dict[str, Any], weights: Path) -> tuple[int, int, Stats]:
+    """``(channels, image side, (mean, std))`` of the images the run was trained on, as ``episodes/train.py::run``
+    derives them: ``dataset_stats(cfg, train)`` (the normalisation and the SLA transform's statistics) and the train
+    split's image shape.
+
+    A data set with fixed statistics needs no data: its side is ``cfg.image_size`` or the data set's default, its
+    channels those of the network's first convolution. An image folder's statistics were measured on its train split
+    and are not in the run folder, so its train split is loaded again (from the loader's cache after a first load).
+    """
+    if cfg.dataset in DATASET_STATS:  # what dataset_stats returns for these loaders' splits (their stats are None)
+        # The first convolution's input channels: config.yaml does not spell them out.
+        conv = next((v for v in state.values() if isinstance(v, Tensor) and v.dim() == 4), None)
+        if conv is None:
+            raise DataError(f"{weights}: the model has no convolution weight; it was not written by sla-fewshot")
+        return int(conv.shape[1]), int(cfg.image_size or DEFAULT_SIZE[cfg.dataset]), DATASET_STATS[cfg.dataset]
+    try:
+        train = load_splits(cfg)["train"]
+    except (DataError, ValueError) as e:
+        raise DataError(
+            f"the run normalised its images with statistics measured on its train split ({cfg.dataset} at "
+            f"{cfg.data_root!r}), which the run folder does not record; that data is needed to rebuild them, but "
+            f"loading it failed: {e}"
+        ) from None
+    return int(train.images.shape[1]), int(train.images.shape[2]), dataset_stats(cfg, train)
+
+
+def _label_list(labels: Any, n: int) -> list[Hashable]:
+    if isinstance(labels, (Tensor, np.ndarray)):
+        labels = labels.tolist()  # python ints / strings: hashable and comparable
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+        raise TypeError(
+            f"support_labels must be a sequence with one label per support image, got {type(labels).__name__}"
+        )
+    out = list(labels)
+    if len(out) != n:
+        raise ValueError(f"{n} support images but {len(out)} support labels; pass one label per support image")
+    try:
+        hash(tuple(out))
+    except TypeError:
+        raise TypeError("support labels must be hashable (strings or ints, say)") from None
+    return out
+
+
+class FewShotPredictor:
+    """A trained ``sla-fewshot`` task with the run's own preprocessing (built by :func:`load_run`).
+
+    Images may be given as file paths, PIL images, a list mixing both, or a uint8 tensor ``(B, C, H, W)``, of any
+    size. Each is brought to the run's form as the run's data loader read its files: ``C`` = the run's channels
+    (files and PIL images are converted to grey or RGB: grey for Omniglot, RGB for mini-ImageNet and CIFAR, what
+    the run used for an image folder), ``H = W`` = the run's image side (resized with the loaders' filters: LANCZOS
+    for grey, BILINEAR for RGB; the aspect ratio is not kept), and, for Omniglot only, files and PIL images are
+    inverted (``255 - x``: the ink bright on a dark background, as :func:`episodes.load_fewshot` stores them). A
+    **tensor is taken as already in the data set's convention**, i.e. as :func:`episodes.load_fewshot` returns
+    images: it is not inverted and must have the run's number of channels (it is resized like a file when its side
+    differs). Then :func:`episodes.to_float` normalises them with the run's statistics.
+
+    Attributes:
+        task: the :class:`episodes.task.EpisodeTask` in eval mode, on ``device``.
+        cfg: the run's :class:`episodes.config.FewShotConfig`.
+        channels, image_size: the images the network takes, ``(channels, image_size, image_size)``.
+        stats: the ``(mean, std)`` per channel the run normalised with (:func:`episodes.data.dataset_stats`).
+        device: where the network runs.
+        weights: the checkpoint file loaded (``best.pt``, or ``checkpoint.pt`` when there is no best.pt).
+        classes: after :meth:`predict`, the label of each output column: the sorted distinct support labels.
+    """
+
+    def __init__(
+        self, task: EpisodeTask, cfg: FewShotConfig, channels: int, image_size: int, stats: Stats,
+        device: torch.device, weights: Path,
+    ) -> None:
+        self.task = task.to(device).eval()
+        self.cfg = cfg
+        self.channels, self.image_size = int(channels), int(image_size)
+        self.stats = stats
+        self.device = device
+        self.weights = weights
+        self.classes: list[Hashable] = []
+
+    @property
+    def mode(self) -> Literal["L", "RGB"]:
+        """The PIL mode images are read in: ``"L"`` (grey) or ``"RGB"``."""
+        return "L" if self.channels == 1 else "RGB"
+
+    @property
+    def invert(self) -> bool:
+        """Whether files and PIL images are inverted (Omniglot: stored with the ink bright)."""
+        return self.cfg.dataset == "omniglot"
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (
+            f"FewShotPredictor({c.learner}/{c.backbone}, transform {c.transform!r} (M={self.task.m}), "
+            f"{c.dataset} {self.channels}x{self.image_size}x{self.image_size}, weights {self.weights})"
+        )
+
+    # -- images ---------------------------------------------------------------------------------------------------
+
+    def _from_pil(self, im: PILImage.Image) -> np.ndarray:
+        """One PIL image -> ``(C, S, S)`` uint8, as :func:`fewshot_sla.io.decode_images` reads its file."""
+        im = im.convert(self.mode)
+        s = self.image_size
+        if im.size != (s, s):
+            im = im.resize((s, s), _resample(self.mode))
+        a = np.asarray(im, dtype=np.uint8)
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        return 255 - a if self.invert else a
+
+    def _from_tensor(self, x: Tensor, what: str) -> Tensor:
+        if x.dtype != torch.uint8 or x.dim() != 4:
+            raise ValueError(
+                f"{what}: a tensor must be uint8 pixels (B, C, H, W), got {x.dtype} of shape {tuple(x.shape)}; "
+                "for one image (C, H, W) use x.unsqueeze(0), for floats pass (x * 255).round().to(torch.uint8)"
+            )
+        if x.shape[1] != self.channels:
+            raise ValueError(
+                f"{what}: the run takes {self.channels}-channel images but the tensor has {x.shape[1]} channels; "
+                "pass the images as files or PIL images (they are converted) or convert the tensor"
+            )
+        x = x.detach().cpu()
+        s = self.image_size
+        if x.shape[-2:] == (s, s):
+            return x.contiguous()
+        from PIL import Image
+
+        # Resized with PIL, as files are: the same image gives the same pixels whatever form it comes in.
+        out = []
+        for img in x.numpy():
+            im = Image.fromarray(img[0] if self.channels == 1 else img.transpose(1, 2, 0))
+            a = np.asarray(im.resize((s, s), _resample(self.mode)), dtype=np.uint8)
+            out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        return torch.from_numpy(np.stack(out)).contiguous()
+
+    def load_images(self, images: Images, what: str = "images") -> Tensor:
+        """Images in any accepted form -> uint8 ``(B, C, S, S)`` on the CPU, in the data set's convention.
+
+        Raises:
+            ValueError / TypeError: no images, or an item of an unknown kind; DataError: a file cannot be read.
+        """
+        if isinstance(images, Tensor):
+            x = self._from_tensor(images, what)
+        else:
+            from PIL import Image
+
+            items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+            arrays: list[np.ndarray | None] = []
+            files: list[tuple[int, Path]] = []
+            for i, item in enumerate(items):
+                if isinstance(item, (str, Path)):
+                    files.append((i, Path(item)))
+                    arrays.append(None)
+                elif isinstance(item, Image.Image):
+                    arrays.append(self._from_pil(item))
+                else:
+                    raise TypeError(
+                        f"{what}: item {i} is a {type(item).__name__}; give file paths, PIL images or one uint8 "
+                        "tensor (B, C, H, W)"
+                    )
+            if files:  # the loaders' own reader: same decoder, filter and inversion as the run's data
+                decoded = decode_images([p for _, p in files], self.mode, self.image_size, progress=False,
+                                        invert=self.invert, fix="replace the file or leave it out")
+                for (i, _), a in zip(files, decoded):
+                    arrays[i] = a
+            if not arrays:
+                raise ValueError(f"{what}: no images given")
+            # contiguous (NCHW) whatever the arrays' strides: a channels-last batch would take other conv kernels,
+            # whose float sums differ in the last bits, and the same image would not score the same in every form
+            x = torch.from_numpy(np.stack([a for a in arrays if a is not None])).contiguous()
+        if x.shape[0] == 0:
+            raise ValueError(f"{what}: no images given")
+        return x
+
+    # -- prediction -----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(
+        self, support: Images, support_labels: Sequence[Hashable] | Tensor | np.ndarray, query: Images,
+        mode: str = "aggregated",
+    ) -> Tensor:
+        """Class probabilities of the query images given a labelled support set.
+
+        The support set may hold any number of images per class, in any order (ProtoNet, R2D2, MetaOptNet-SVM);
+        the learn2learn learners (maml, fomaml, metasgd, anil) need exactly the run's ``ways`` classes. The
+        whole support and query sets form one episode, as in the run's test episodes: the MAML family normalises
+        with the batch's statistics (transductive BatchNorm, as it was trained), so there a query's scores also
+        depend on the other queries of the call.
+
+        Args:
+            support: the support images (see the class docstring for the accepted forms), ``S`` of them.
+            support_labels: ``S`` hashable labels (strings or ints, say), one per support image.
+            query: the query images, ``Q`` of them.
+            mode: ``"aggregated"`` (SLA+AG: the joint logits of the ``M`` transformed copies averaged, then a
+                softmax: the paper's aggregated posterior) or ``"single"`` (SLA+SI: the untransformed copy only).
+                With ``transform: none`` (``M = 1``) both are the plain learner.
+
+        Returns:
+            ``(Q, N)`` float32 softmax probabilities over the ``N`` support classes (rows sum to 1), on the CPU;
+            column ``i`` is class :attr:`classes` ``[i]``, the sorted distinct support labels (set by this call).
+
+        Raises:
+            ValueError: a bad mode, no images, labels that do not match the images, fewer than 2 classes, or a
+                class count the learner cannot take; TypeError: an input of an unknown kind; DataError: an
+                unreadable file.
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        sx = self.load_images(support, "support")
+        qx = self.load_images(query, "query")
+        labels = _label_list(support_labels, len(sx))
+        try:
+            classes = sorted(set(labels))  # type: ignore[type-var]  # Hashable is not known to be comparable
+        except TypeError:
+            raise TypeError(
+                "support labels must be mutually comparable so that the output columns can be sorted (all strings "
+                "or all ints)"
+            ) from None
+        if len(classes) < 2:
+            raise ValueError(
+                f"the support set holds {len(classes)} class(es) ({classes}); give at least 2: the scores are "
+                "probabilities over the support classes"
+            )
+        if self.cfg.learner in ALGORITHMS and len(classes) != self.cfg.ways:
+            raise ValueError(
+                f"this run's learner {self.cfg.learner!r} has a fixed {self.cfg.ways}-way head (x M transforms) but "
+                f"the support set holds {len(classes)} classes; give exactly {self.cfg.ways} classes (protonet, r2d2 "
+                "and svm runs take any number)"
+            )
+        index = {c: i for i, c in enumerate(classes)}
+        y = torch.tensor([index[c] for c in labels], dtype=torch.int64, device=self.device)
+        def norm(x: Tensor) -> Tensor:
+            return to_float(x.to(self.device), self.cfg.dataset, self.stats)
+
+        out = self.task.predict_support_query(norm(sx), y, norm(qx), len(classes))
+        self.classes = list(classes)
+        return torch.softmax(out[mode].float(), dim=1).cpu()
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> FewShotPredictor:
+    """Rebuild a ``sla-fewshot`` run's task from its folder and load its weights.
+
+    The task is built exactly as ``sla-fewshot`` built it (:func:`episodes.train.build_task` with the run's
+    ``config.yaml`` and its SLA transform); the weights are ``best.pt`` (the best validation step, which the run's
+    test numbers are of), or ``checkpoint.pt`` with a warning when a run has no ``best.pt`` yet.
+
+    Args:
+        run_dir: the ``--out`` folder of a ``sla-fewshot`` run (``config.yaml``, ``best.pt``).
+        device: where the network runs (``"cpu"``, ``"cuda"``, ...).
+
+    Returns:
+        A :class:`FewShotPredictor`.
+
+    Raises:
+        DataError: the folder, its config.yaml or both checkpoints are missing, or the files do not fit together.
+        ImportError: the run's learner needs learn2learn or qpth, which is not installed.
+    """
+    run = Path(run_dir).expanduser()
+    if not run.is_dir():
+        raise DataError(f"run folder {str(run)!r} does not exist; pass the --out folder of a sla-fewshot run")
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise DataError(
+            f"{run} has no config.yaml, so it is not a sla-fewshot run folder (sla-fewshot writes config.yaml, "
+            "best.pt and checkpoint.pt into --out); pass the --out folder of a training run"
+        )
+    try:
+        cfg = load_config(FewShotConfig, cfg_path)
+    except ConfigError as e:
+        what = str(e).split("; known keys")[0]  # the unknown keys, without the list of every known one
+        what = what if len(what) <= 200 else what[:200] + " ..."
+        raise DataError(
+            f"{cfg_path} is not a sla-fewshot config ({what}); for a sla-longtail run use longtail.load_run or "
+            "sla-longtail-predict"
+        ) from None
+    weights = run / "best.pt"
+    if not weights.is_file():
+        if not (run / "checkpoint.pt").is_file():
+            raise DataError(
+                f"{run} has neither best.pt nor checkpoint.pt: the run has not saved weights yet (train it, or "
+                "pass the folder of a finished run)"
+            )
+        weights = run / "checkpoint.pt"
+        warnings.warn(
+            f"{run} has no best.pt (no validation has finished yet): using checkpoint.pt, the latest weights, "
+            "which are not the best-validation weights a finished run is tested with",
+            stacklevel=2,
+        )
+    dev = torch.device(device)
+    st = checkpoint.load(weights, map_location=dev)
+    state = st.get("model")
+    if not isinstance(state, dict) or not state:
+        raise DataError(f"{weights} holds no 'model' state dict; it was not written by sla-fewshot")
+    channels, size, stats = _run_geometry(cfg, state, weights)
+    from .train import build_task  # here, not at the top: `import episodes` stays light (no engine, no tqdm)
+
+    task = build_task(cfg, get_transform(cfg.transform, stats=stats), channels, size)
+    try:
+        task.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise DataError(
+            f"{weights} does not fit the task {cfg_path} describes ({first}); the folder mixes files of different "
+            "runs: use a run folder as sla-fewshot wrote it"
+        ) from None
+    return FewShotPredictor(task, cfg, channels, size, stats, dev, weights)
+
+
+# -- command line -----------------------------------------------------------------------------------------------
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _subfolders(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_in(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if _is_image(p))
+
+
+def support_folder(d: Path) -> tuple[list[Path], list[str]]:
+    """``d/<class>/*`` -> (image files, class names), classes and files sorted by name."""
+    if not d.is_dir():
+        raise DataError(f"support folder {str(d)!r} does not exist; pass a folder holding one folder per class")
+    files: list[Path] = []
+    labels: list[str] = []
+    empty = []
+    for c in _subfolders(d):
+        imgs = _images_in(c)
+        if not imgs:
+            empty.append(c.name)
+        files += imgs
+        labels += [c.name] * len(imgs)
+    if not files:
+        raise DataError(
+            f"support folder {d} holds no class folders with images; expected {d}/<class>/*.png (one folder per "
+            f"class, image types {', '.join(IMAGE_SUFFIXES)})"
+        )
+    if empty:
+        raise DataError(
+            f"support class folder(s) {', '.join(empty[:5])} under {d} hold no images; add images or remove them"
+        )
+    loose = _images_in(d)
+    if loose:
+        warnings.warn(f"ignoring {len(loose)} image(s) directly in {d}: a support image needs a class folder",
+                      stacklevel=2)
+    return files, labels
+
+
+def query_folder(d: Path) -> tuple[list[Path], list[str | None]]:
+    """A flat folder of images (labels None) and/or class folders ``d/<class>/*`` (labels = folder names)."""
+    if not d.is_dir():
+        raise DataError(f"query folder {str(d)!r} does not exist; pass a folder of images (or of class folders)")
+    files: list[Path] = _images_in(d)
+    labels: list[str | None] = [None] * len(files)
+    for c in _subfolders(d):
+        imgs = _images_in(c)
+        files += imgs
+        labels += [c.name] * len(imgs)
+    if not files:
+        raise DataError(f"query folder {d} holds no images ({', '.join(IMAGE_SUFFIXES)}), nor class folders of them")
+    return files, labels
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="sla-fewshot-predict",
+        description="Classify query images against a support set with a trained sla-fewshot run.",
+    )
+    ap.add_argument("--run", required=True, metavar="RUN_DIR", help="the --out folder of a sla-fewshot run")
+    ap.add_argument("--support", required=True, metavar="DIR", help="support set: DIR/<class>/*.png, any shots")
+    ap.add_argument("--query", required=True, metavar="DIR",
+                    help="query images: a flat folder, or DIR/<class>/* (then the accuracy is printed)")
+    ap.add_argument("--out", default="predictions.csv", metavar="CSV",
+                    help="where to write file,predicted_class,score (default: predictions.csv)")
+    ap.add_argument("--mode", choices=MODES, default="aggregated",
+                    help="aggregated = SLA+AG, single = SLA+SI (default: aggregated)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    return ap
+
+
+def _run(args: argparse.Namespace) -> None:
+    support_dir, query_dir = Path(args.support), Path(args.query)
+    s_files, s_labels = support_folder(support_dir)
+    q_files, q_labels = query_folder(query_dir)
+    predictor = load_run(args.run, args.device)
+    probs = predictor.predict(s_files, s_labels, q_files, args.mode)
+    score, idx = probs.max(dim=1)
+    predicted = [str(predictor.classes[i]) for i in idx.tolist()]
+    names = [p.relative_to(query_dir).as_posix() for p in q_files]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "predicted_class", "score"])
+        w.writerows([n, c, f"{s:.6f}"] for n, c, s in zip(names, predicted, score.tolist()))
+
+    from fewshot_sla.tracking import format_table
+
+    lo, hi = min(Counter(s_labels).values()), max(Counter(s_labels).values())
+    shot_text = str(lo) if lo == hi else f"{lo}-{hi}"
+    print(f"run {args.run}: {predictor.cfg.learner}/{predictor.cfg.backbone}, transform {predictor.cfg.transform} "
+          f"(M={predictor.task.m}), weights {predictor.weights.name}, mode {args.mode}")
+    print(f"support: {len(predictor.classes)} classes x {shot_text} shot{'' if hi == 1 else 's'}; "
+          f"query: {len(q_files)} images")
+    show = 10
+    rows = [{"file": n, "predicted_class": c, "score": f"{s:.4f}"}
+            for n, c, s in zip(names[:show], predicted, score.tolist())]
+    print(format_table(rows))
+    if len(names) > show:
+        print(f"... {len(names) - show} more rows in {out}")
+    else:
+        print(f"written to {out}")
+    labelled = [(t, p) for t, p in zip(q_labels, predicted) if t is not None]
+    if labelled:
+        unknown = sorted({t for t, _ in labelled} - set(s_labels))
+        if unknown:
+            print(f"note: query class(es) {', '.join(unknown[:5])} are not support classes: counted as wrong",
+                  file=sys.stderr)
+        hits = sum(t == p for t, p in labelled)
+        print(f"accuracy: {100 * hits / len(labelled):.2f}% ({hits}/{len(labelled)} query images in class folders)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``sla-fewshot-predict``; returns the exit status (2 with a message on stderr for a bad input)."""
+    args = _parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)  # ours (e.g. no best.pt) on every call, not once a process
+            try:
+                _run(args)
+            finally:
+                for w in caught:  # one plain line each, not the file:line form of the warnings module
+                    print(f"warning: {w.message}", file=sys.stderr)
+    except (DataError, ValueError, ConfigError, ImportError, OSError) as e:  # ImportError: learn2learn or qpth
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+"""``sla-longtail-predict``: load a trained ``sla-longtail`` run and classify images.
+
+    sla-longtail-predict --run runs/c10_ldam_sla IMAGE_OR_DIR... --out predictions.csv
+
+Each argument is an image file or a folder (searched recursively for ``.png``, ``.jpg``, ``.jpeg``). Writes a CSV
+``file,predicted_class,score`` and prints a short table; images inside folders named after the run's classes (an
+ImageFolder split, ``DIR/<class>/*.png``) are also scored against that class and the accuracy is printed.
+
+In Python, :func:`load_run` rebuilds the run's model exactly as ``sla-longtail`` built it and loads its final
+weights (``checkpoint.pt``, the weights the run was tested with)::
+
+    predictor = longtail.load_run("runs/c10_ldam_sla")
+    probs = predictor.predict(["cat.png", "ship.png"])       # (2, 10), columns = predictor.classes
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fewshot_sla import SLAClassifier, checkpoint
+from fewshot_sla.config import ConfigError, load_config
+from fewshot_sla.io import decode_images
+from fewshot_sla.utils import DataError, read_json
+
+from .config import LTConfig
+from .data import IMAGE_EXTENSIONS, normalize
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+__all__ = ["LongTailPredictor", "load_run", "main", "CIFAR_SIZE"]
+
+#: The image side of CIFAR runs (and of image-folder runs whose training images cannot be looked at).
+CIFAR_SIZE = 32
+
+ImageFile: TypeAlias = "str | Path | PILImage.Image"
+#: What ``predict`` takes as images: one path or PIL image, a list of them, or a uint8 tensor (B, 3, H, W).
+Images: TypeAlias = "Tensor | ImageFile | Sequence[ImageFile]"
+
+
+def _resize_rgb(a: np.ndarray, size: int) -> np.ndarray:
+    """``(3, H, W)`` uint8 -> ``(3, size, size)`` with PIL's BILINEAR (antialiased), the filter
+    :func:`fewshot_sla.io.decode_images` resizes RGB files with."""
+    from PIL import Image
+
+    if a.shape[1:] == (size, size):
+        return a
+    im = Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0))).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+class LongTailPredictor:
+    """A trained ``sla-longtail`` model with the run's preprocessing (built by :func:`load_run`).
+
+    Images may be file paths, PIL images, a list mixing both, or a uint8 tensor ``(B, 3, H, W)`` of raw pixels,
+    of any size: each is made RGB (files decoded as the long-tail loader decodes them), resized to the run's side
+    (32 for CIFAR; PIL's BILINEAR when the size differs) and normalised with :func:`longtail.data.normalize`.
+
+    Attributes:
+        model: the :class:`fewshot_sla.SLAClassifier` in eval mode, on ``device``.
+        cfg: the run's :class:`longtail.config.LTConfig`.
+        classes: the class names, index = column of :meth:`predict`.
+        counts: the training images per class.
+        image_size: the side images are resized to.
+        main_mode: the run's headline prediction mode (distilled > aggregated > single), :meth:`predict`'s default.
+        device: where the network runs.
+        weights: the checkpoint file loaded.
+    """
+
+    def __init__(
+        self, model: SLAClassifier, cfg: LTConfig, classes: list[str], counts: list[int], image_size: int,
+        main_mode: str, device: torch.device, weights: Path,
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.cfg = cfg
+        self.classes, self.counts = list(classes), list(counts)
+        self.image_size = int(image_size)
+        self.main_mode = main_mode
+        self.device = device
+        self.weights = weights
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The prediction modes the model has (``single``; ``aggregated`` with SLA; ``distilled`` with ``--sd``)."""
+        return self.model.modes()
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (
+            f"LongTailPredictor({c.backbone}, {c.loss}{'+DRW' if c.drw else ''}, transform {c.transform!r}"
+            f"{' +SD' if c.sd else ''}, {len(self.classes)} classes, modes {', '.join(self.modes)}, "
+            f"weights {self.weights})"
+        )
+
+    def load_images(self, images: Images) -> Tensor:
+        """Images in any accepted form -> uint8 ``(B, 3, S, S)`` on the CPU.
+
+        Raises:
+            ValueError / TypeError: no images, a tensor of the wrong kind, or an item of an unknown kind;
+            DataError: a file cannot be read.
+        """
+        s = self.image_size
+        if isinstance(images, Tensor):
+            x = images
+            if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
+                raise ValueError(
+                    f"a tensor of images must be uint8 RGB pixels (B, 3, H, W), got {x.dtype} of shape "
+                    f"{tuple(x.shape)}; for one image use x.unsqueeze(0), for grey ones x.expand(-1, 3, -1, -1)"
+                )
+            if not len(x):
+                raise ValueError("no images given")
+            x = x.detach().cpu()
+            if x.shape[-2:] == (s, s):
+                return x.contiguous()
+            return torch.from_numpy(np.stack([_resize_rgb(a, s) for a in x.numpy()])).contiguous()
+        from PIL import Image
+
+        items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+        arrays = []
+        for i, item in enumerate(items):
+            if isinstance(item, (str, Path)):
+                # one at a time: files of different sizes cannot share a decode_images call without a resize,
+                # and the long-tail loader decodes at the files' own size (torchvision's decoders)
+                a = decode_images([Path(item)], "RGB", progress=False, workers=1,
+                                  fix="replace the file or leave it out")[0]
+            elif isinstance(item, Image.Image):
+                a = np.asarray(item.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+            else:
+                raise TypeError(
+                    f"image {i} is a {type(item).__name__}; give file paths, PIL images or one uint8 tensor "
+                    "(B, 3, H, W)"
+                )
+            arrays.append(_resize_rgb(a, s))
+        if not arrays:
+            raise ValueError("no images given")
+        # contiguous (NCHW) whatever the arrays' strides: a channels-last batch would take other conv kernels, whose
+        # float sums differ in the last bits, and the same image would not score the same in every form
+        return torch.from_numpy(np.stack(arrays)).contiguous()
+
+    def logit_scale(self, mode: str) -> float:
+        """The factor the run's loss multiplied ``mode``'s logits by before its softmax (LDAM's cosine head: its
+        ``s`` = 30; every other loss: 1)."""
+        crit = self.model.sd_criterion if mode == "distilled" else self.model.criterion
+        return float(getattr(crit, "logit_scale", 1.0))
+
+    @torch.no_grad()
+    def predict(self, images: Images, mode: str | None = None, batch_size: int = 500) -> Tensor:
+        """Class probabilities of ``images``.
+
+        Args:
+            images: see the class docstring; ``B`` images.
+            mode: ``"distilled"`` (SLA+SD head, runs trained with ``--sd``), ``"aggregated"`` (SLA+AG: the joint
+                logits of the ``M`` transformed copies averaged) or ``"single"`` (SLA+SI: the untransformed copy);
+                None = :attr:`main_mode`, the run's headline mode.
+            batch_size: images per forward pass (the run's test evaluation used 500).
+
+        Returns:
+            ``(B, C)`` float32 probabilities on the CPU, rows summing to 1: ``softmax(s * logits)`` with ``s`` =
+            :meth:`logit_scale` (the scale the head was trained at), columns in :attr:`classes` order. Their
+            argmax is the run's prediction.
+
+        Raises:
+            ValueError: a mode the model does not have, or bad images; DataError: an unreadable file.
+        """
+        mode = self.main_mode if mode is None else mode
+        if mode not in self.modes:
+            need = {"distilled": "trained with --sd", "aggregated": "trained with a --transform other than none"}
+            raise ValueError(
+                f"mode {mode!r} is not available: this run's model has modes {', '.join(self.modes)}"
+                + (f" (mode {mode!r} needs a run {need[mode]})" if mode in need else "")
+            )
+        x = self.load_images(images)
+        scale = self.logit_scale(mode)
+        out = []
+        for a in range(0, len(x), max(1, int(batch_size))):
+            z = self.model.predict(normalize(x[a : a + batch_size].to(self.device)), mode)
+            out.append(torch.softmax(scale * z.float(), dim=1).cpu())
+        return torch.cat(out)
+
+
+def _train_image_size(cfg: LTConfig) -> int:
+    """The side of the run's training images: 32 for CIFAR; for an image folder (used at the files' own size), the
+    size of its first training image, when the folder is still there."""
+    if cfg.dataset != "imagefolder":
+        return CIFAR_SIZE
+    from PIL import Image
+
+    train = Path(cfg.data_root).expanduser() / "train"
+    try:
+        first_class = min(p for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+        first = min(p for p in first_class.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        with Image.open(first) as im:
+            w, h = im.size
+    except (OSError, ValueError) as e:  # the folder is gone or moved (min() of nothing is a ValueError)
+        warnings.warn(
+            f"cannot look at the run's training images under {train} ({type(e).__name__}: {e}): resizing images to "
+            f"{CIFAR_SIZE}x{CIFAR_SIZE}; if the run trained at another size, its predictions will be off",
+            stacklevel=3,
+        )
+        return CIFAR_SIZE
+    return w if w == h else CIFAR_SIZE
+
+
+def _main_mode(modes: Sequence[str]) -> str:
+    """The headline mode, as ``longtail.benchmark.report`` picks it."""
+    return "distilled" if "distilled" in modes else "aggregated" if "aggregated" in modes else "single"
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LongTailPredictor:
+    """Rebuild a ``sla-longtail`` run's model from its folder and load its weights.
+
+    The model is built as ``sla-longtail`` built it (``longtail.benchmark.build_model`` with the run's
+    ``config.yaml`` and training class counts); the weights are ``checkpoint.pt``'s, the model the run was tested
+    with once finished (a warning says so when the run stopped early). Class counts and names come from
+    ``metrics.json``; when it lacks them (a run that has not finished, or written before class names were
+    recorded), the run's data is loaded to recompute them.
+
+    Args:
+        run_dir: the ``--out`` folder of one ``sla-longtail`` run (a grid's ``OUT/<loss>_<transform>/``).
+        device: where the network runs (``"cpu"``, ``"cuda"``, ...).
+
+    Returns:
+        A :class:`LongTailPredictor`.
+
+    Raises:
+        DataError: the folder, its config.yaml or checkpoint.pt is missing, the files do not fit together, or the
+            class counts can be neither read nor recomputed.
+    """
+    run = Path(run_dir).expanduser()
+    if not run.is_dir():
+        raise DataError(f"run folder {str(run)!r} does not exist; pass the --out folder of a sla-longtail run")
+    cfg_path, weights, metrics_path = run / "config.yaml", run / "checkpoint.pt", run / "metrics.json"
+    if not cfg_path.is_file():
+        grid = sorted(p.name for p in run.iterdir() if (p / "config.yaml").is_file())
+        hint = f" (it holds the grid runs {', '.join(grid[:6])}: pass one of them)" if grid else ""
+        raise DataError(
+            f"{run} has no config.yaml, so it is not a sla-longtail run folder{hint}; pass the --out folder of a "
+            "training run"
+        )
+    try:
+        cfg = load_config(LTConfig, cfg_path)
+    except ConfigError as e:
+        what = str(e).split("; known keys")[0]  # the unknown keys, without the list of every known one
+        what = what if len(what) <= 200 else what[:200] + " ..."
+        raise DataError(
+            f"{cfg_path} is not a sla-longtail config ({what}); for a sla-fewshot run use episodes.load_run or "
+            "sla-fewshot-predict"
+        ) from None
+    if not weights.is_file():
+        raise DataError(f"{run} has no checkpoint.pt: the run has not saved weights yet (train it first)")
+    metrics = read_json(metrics_path) if metrics_path.is_file() else {}
+    counts, names = metrics.get("class_counts"), metrics.get("class_names")
+    from .benchmark import build_model, load_data  # here: `import longtail` stays light (no engine, no W&B logger)
+    from .schedules import scale_epochs
+
+    if counts is None or names is None:
+        try:
+            data = load_data(cfg, progress=False)
+        except (DataError, ValueError) as e:
+            if counts is None:
+                raise DataError(
+                    f"{metrics_path} does not give the training class counts (the run has not finished) and the "
+                    f"run's data cannot be loaded to recompute them: {e}"
+                ) from None
+            names = [str(i) for i in range(len(counts))]
+            warnings.warn(f"{metrics_path} records no class names and the data cannot be loaded ({e}); the classes "
+                          "are named by their index", stacklevel=2)
+        else:
+            counts = data.counts if counts is None else counts
+            names = data.class_names if names is None else names
+    if len(names) != len(counts):
+        raise DataError(f"{metrics_path}: {len(names)} class names but {len(counts)} class counts; the file is damaged")
+    dev = torch.device(device)
+    st = checkpoint.load(weights, map_location=dev)
+    state = st.get("model")
+    if not isinstance(state, dict) or not state:
+        raise DataError(f"{weights} holds no 'model' state dict; it was not written by sla-longtail")
+    model = build_model(cfg, list(counts), scale_epochs(cfg.epochs))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise DataError(
+            f"{weights} does not fit the model {cfg_path} describes ({first}); the folder mixes files of different "
+            "runs: use a run folder as sla-longtail wrote it"
+        ) from None
+    done = st.get("unit")
+    if isinstance(done, int) and done < cfg.epochs:
+        warnings.warn(f"{weights} is from epoch {done} of {cfg.epochs}: the run has not finished", stacklevel=2)
+    main_mode = metrics.get("test/main_mode") or _main_mode(model.modes())
+    return LongTailPredictor(model, cfg, names, counts, _train_image_size(cfg), main_mode, dev, weights)
+
+
+# -- command line -----------------------------------------------------------------------------------------------
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def collect_images(args: Sequence[str]) -> list[Path]:
+    """Image files of the arguments: files as given, folders searched recursively (sorted; hidden entries and the
+    loaders' ``.fewshot_sla_cache`` skipped)."""
+    files: list[Path] = []
+    for a in args:
+        p = Path(a)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*")
+                           if _is_image(f) and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not found:
+                raise DataError(f"folder {p} holds no images ({', '.join(IMAGE_EXTENSIONS)}), nor subfolders of them")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{a}: no such image file or folder")
+    return files
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sla-longtail-predict", description="Classify images with a trained "
+                                 "sla-longtail run.")
+    ap.add_argument("--run", required=True, metavar="RUN_DIR", help="the --out folder of one sla-longtail run")
+    ap.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (searched recursively)")
+    ap.add_argument("--out", default="predictions.csv", metavar="CSV",
+                    help="where to write file,predicted_class,score (default: predictions.csv)")
+    ap.add_argument("--mode", choices=("distilled", "aggregated", "single"), default=None,
+                    help="prediction mode (default: the run's headline mode)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    return ap
+
+
+def _run(args: argparse.Namespace) -> None:
+    files = collect_images(args.images)
+    predictor = load_run(args.run, args.device)
+    mode = args.mode or predictor.main_mode
+    probs = predictor.predict(files, mode)
+    score, idx = probs.max(dim=1)
+    predicted = [predictor.classes[i] for i in idx.tolist()]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "predicted_class", "score"])
+        w.writerows([str(p), c, f"{s:.6f}"] for p, c, s in zip(files, predicted, score.tolist()))
+
+    from fewshot_sla.tracking import format_table
+
+    c = predictor.cfg
+    print(f"run {args.run}: {c.backbone}, {c.loss}{'+DRW' if c.drw else ''}, transform {c.transform}"
+          f"{' +SD' if c.sd else ''}, {len(predictor.classes)} classes, mode {mode}; {len(files)} image"
+          f"{'' if len(files) == 1 else 's'}")
+    show = 10
+    rows = [{"file": str(p), "predicted_class": c, "score": f"{s:.4f}"}
+            for p, c, s in zip(files[:show], predicted, score.tolist())]
+    print(format_table(rows))
+    print(f"... {len(files) - show} more rows in {out}" if len(files) > show else f"written to {out}")
+    known = set(predictor.classes)
+    labelled = [(p.parent.name, c) for p, c in zip(files, predicted) if p.parent.name in known]
+    if labelled:
+        hits = sum(t == c for t, c in labelled)
+        print(f"accuracy: {100 * hits / len(labelled):.2f}% ({hits}/{len(labelled)} images in folders named after "
+              "a class)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``sla-longtail-predict``; returns the exit status (2 with a message on stderr for a bad input)."""
+    args = _parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)  # ours (e.g. an unfinished run) on every call
+            try:
+                _run(args)
+            finally:
+                for w in caught:  # one plain line each, not the file:line form of the warnings module
+                    print(f"warning: {w.message}", file=sys.stderr)
+    except (DataError, ValueError, ConfigError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""longtail.load_run / sla-longtail-predict: a trained run predicts exactly as it was tested, whatever form the
+images come in; clear errors. A tiny run on a synthetic 4-class PNG ImageFolder (seconds on CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fewshot_sla import checkpoint
+from fewshot_sla.config import save_config
+from fewshot_sla.metrics import accuracy
+from fewshot_sla.utils import DataError, read_json
+from longtail import load_run
+from longtail.benchmark import LTConfig, build_model, load_data, run
+from longtail.predict import main
+from longtail.schedules import scale_epochs
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """4 classes x (40 train, 8 test) 32x32 PNGs: a class-coloured square at a class-specific place, on noise."""
+    root = tmp_path_factory.mktemp("lt_predict_folder")
+    rng = np.random.default_rng(1)
+    colours = [(255, 40, 40), (40, 255, 40), (40, 40, 255), (255, 255, 40)]
+    for split, n in (("train", 40), ("test", 8)):
+        for c in range(4):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
+                y0, x0 = (c // 2) * 14 + rng.integers(0, 4), (c % 2) * 14 + rng.integers(0, 4)
+                img[y0 : y0 + 12, x0 : x0 + 12] = colours[c]
+                Image.fromarray(img).save(d / f"{i:04d}.png")
+    return root
+
+
+def tiny(root: Path, out: Path, **kw) -> LTConfig:
+    base = dict(dataset="imagefolder", data_root=str(root), imbalance_ratio=6.0, epochs=2, batch_size=16,
+                backbone="resnet20", out=str(out), wandb="disabled", num_threads=1)
+    base.update(kw)
+    return LTConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(folder, tmp_path_factory) -> Path:
+    """LDAM-DRW (cosine head, s = 30) with SLA rotations and self-distillation: all three prediction modes."""
+    out = tmp_path_factory.mktemp("lt_predict_run")
+    run(tiny(folder, out, loss="ldam", drw=True, transform="rotation", sd=True))
+    return out
+
+
+def _test_files(folder: Path) -> list[Path]:
+    """The test images in the loader's order (classes sorted, files sorted by name)."""
+    return [p for d in sorted((folder / "test").iterdir()) for p in sorted(d.iterdir())]
+
+
+def _fake_run(folder: Path, root: Path, unit: int = 2, **kw) -> Path:
+    """A run folder as sla-longtail writes it (config.yaml, checkpoint.pt, metrics.json), untrained weights."""
+    cfg = tiny(root, folder, **kw)
+    folder.mkdir(parents=True)
+    counts = [40, 20, 10, 7]
+    torch.manual_seed(0)
+    model = build_model(cfg, counts, scale_epochs(cfg.epochs))
+    save_config(cfg, folder / "config.yaml")
+    checkpoint.save(folder / "checkpoint.pt", {"model": model.state_dict(), "unit": unit})
+    (folder / "metrics.json").write_text(json.dumps({"class_counts": counts, "class_names": list("abcd")}))
+    return folder
+
+
+def test_reproduces_the_runs_test_accuracy_in_every_mode(trained):
+    pred = load_run(trained)
+    m = read_json(trained / "metrics.json")
+    assert m["class_names"] == pred.classes == ["class0", "class1", "class2", "class3"]
+    assert pred.modes == ("single", "aggregated", "distilled") and pred.main_mode == m["test/main_mode"] == "distilled"
+    assert pred.logit_scale("single") == pred.logit_scale("distilled") == 30.0  # LDAM's cosine heads
+    data = load_data(pred.cfg, progress=False)
+    labels = data.test_labels.numpy()
+    for mode, key in (("single", "test/acc"), ("aggregated", "test/acc_agg"), ("distilled", "test/acc_distilled")):
+        probs = pred.predict(data.test_images, mode)
+        assert probs.shape == (len(labels), 4) and torch.allclose(probs.sum(1), torch.ones(len(labels)))
+        assert accuracy(labels, probs.argmax(1).numpy()) == m[key], mode
+    assert torch.equal(pred.predict(data.test_images), pred.predict(data.test_images, "distilled"))
+
+
+def test_paths_pil_and_tensors_give_the_same_scores(trained, folder):
+    pred = load_run(trained)
+    files = _test_files(folder)
+    tensors = load_data(pred.cfg, progress=False).test_images
+    by_path = pred.predict(files)
+    assert torch.equal(pred.predict([str(p) for p in files]), by_path)
+    assert torch.equal(pred.predict([Image.open(p) for p in files]), by_path)
+    assert torch.equal(pred.predict(tensors), by_path)
+    assert torch.equal(pred.predict(files[3]), by_path[3:4])  # one image
+    # another size: resized (PIL bilinear) the same way whatever the form
+    big = [Image.open(p).resize((48, 48)) for p in files[:5]]
+    big_t = torch.from_numpy(np.stack([np.asarray(im).transpose(2, 0, 1) for im in big]))
+    assert torch.equal(pred.predict(big), pred.predict(big_t))
+    assert pred.load_images(big_t).shape == (5, 3, 32, 32)
+
+
+def test_counts_and_names_are_recomputed_when_metrics_lack_them(trained, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy, ignore=shutil.ignore_patterns("wandb"))
+    m = read_json(copy / "metrics.json")
+    for k in ("class_counts", "class_names"):
+        del m[k]
+    (copy / "metrics.json").write_text(json.dumps(m))
+    pred, ref = load_run(copy), load_run(trained)
+    assert pred.classes == ref.classes and pred.counts == ref.counts
+    x = load_data(ref.cfg, progress=False).test_images
+    assert torch.equal(pred.predict(x), ref.predict(x))
+
+
+def test_cli_end_to_end(trained, folder, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    assert main(["--run", str(trained), str(folder / "test"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    files = _test_files(folder)
+    assert rows[0] == ["file", "predicted_class", "score"] and [r[0] for r in rows[1:]] == [str(p) for p in files]
+    probs = load_run(trained).predict(files)
+    assert [r[1] for r in rows[1:]] == [f"class{i}" for i in probs.argmax(1).tolist()]
+    assert [float(r[2]) for r in rows[1:]] == pytest.approx(probs.max(1).values.tolist(), abs=1e-6)
+    # images in folders named after the classes: the accuracy, the run's own test accuracy of its main mode
+    acc = read_json(trained / "metrics.json")["test/acc_distilled"]
+    assert f"accuracy: {100 * acc:.2f}% ({round(acc * 32)}/32 images" in printed and "mode distilled" in printed
+    one = tmp_path / "one.csv"
+    assert main(["--run", str(trained), str(files[0]), "--out", str(one), "--mode", "single"]) == 0
+    assert len(one.read_text().splitlines()) == 2 and "mode single" in capsys.readouterr().out
+
+
+def test_errors(folder, tmp_path, capsys):
+    plain = _fake_run(tmp_path / "plain", folder)  # no SLA, no SD: mode single only
+    pred = load_run(plain)
+    assert pred.modes == ("single",) and pred.main_mode == "single" and pred.classes == list("abcd")
+    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="mode 'distilled' is not available.*needs a run trained with --sd"):
+        pred.predict(x, "distilled")
+    with pytest.raises(ValueError, match="uint8 RGB pixels"):
+        pred.predict(x[:, :1])
+    argv = ["--run", str(plain), str(folder / "test"), "--mode", "distilled", "--out", str(tmp_path / "a.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: mode 'distilled' is not available" in err and "Traceback" not in err
+    with pytest.warns(UserWarning, match="epoch 1 of 2"):
+        load_run(_fake_run(tmp_path / "unfinished", folder, unit=1))
+    (tmp_path / "grid" / "ce_none").mkdir(parents=True)
+    (tmp_path / "grid" / "ce_none" / "config.yaml").write_text("loss: ce\n")
+    with pytest.raises(DataError, match="no config.yaml.*grid runs ce_none"):
+        load_run(tmp_path / "grid")
+    (plain / "checkpoint.pt").unlink()
+    with pytest.raises(DataError, match="no checkpoint.pt"):
+        load_run(plain)
+    fs = tmp_path / "fewshot"
+    fs.mkdir()
+    (fs / "config.yaml").write_text("learner: protonet\nways: 5\n")
+    with pytest.raises(DataError, match="not a sla-longtail config.*sla-fewshot-predict"):
+        load_run(fs)
+    for argv in (["--run", str(tmp_path / "nowhere"), str(folder / "test")],
+                 ["--run", str(plain), str(tmp_path / "missing.png")]):
+        assert main(argv + ["--out", str(tmp_path / "b.csv")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
