@@ -1,13 +1,23 @@
 #!/usr/bin/env python
-"""Episode sampling speed: our EpisodeSampler + uint8 gather against learn2learn's TaskDataset
-(NWays, KShots, LoadData, RemapLabels) on the same Omniglot tensors, and sampling time as a share
-of a ProtoNet (Conv4) training step, baseline and SLA (rotation, M=4).
+"""Episode speed, two tables.
 
-    python bench/episodes.py [--episodes 300] [--threads 2] [--ways 5 20] [--shots 1] [--queries 15]
+* ``sampling``: our EpisodeSampler + uint8 gather against learn2learn's TaskDataset (NWays, KShots,
+  LoadData, RemapLabels) on the same Omniglot tensors, and sampling time as a share of a ProtoNet
+  (Conv4) training step, baseline and SLA (rotation, M=4).
+* ``eval``: testing on 10,000 episodes with the test split embedded once (:mod:`episodes.evaluate`)
+  against the time of embedding the test split once (target: at most 1.5x), per learner (ProtoNet,
+  R2D2, MetaOptNet-SVM on Conv4, 5-way 1-shot 15-query, SLA rotation); the per-episode path (one
+  encoder pass per episode) is timed on ``--baseline-episodes`` episodes and scaled to the same count,
+  and its accuracies on those episodes are compared with the embed-once ones (they must be equal).
 
-Uses the real Omniglot (Vinyals train split, 1028 classes x 20, 28x28) from .data/ (unpacked from
-../shared/data by the tests or by ``python ../shared/data/materialize.py .data --only omniglot``);
-falls back to random uint8 images of the same shape and says so.
+    python bench/episodes.py [--tables sampling eval] [--episodes 300] [--threads 2] [--ways 5 20] [--shots 1]
+        [--queries 15] [--eval-episodes 10000] [--eval-learners protonet r2d2 svm] [--svm-episodes 1000]
+        [--baseline-episodes 100]
+
+Uses the real Omniglot (Vinyals train split, 1028 classes x 20, and test split, 423 x 20; 28x28) from .data/
+(unpacked from ../shared/data by the tests or by ``python ../shared/data/materialize.py .data --only omniglot``);
+falls back to random uint8 images of the same shape and says so. On a CPU shared with other jobs use
+``--threads 1``: with more threads than free cores the tiny per-episode heads spend their time waiting for threads.
 """
 
 from __future__ import annotations
@@ -23,19 +33,26 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from episodes import Conv4, EpisodeSampler, ProtoNet, SLAEpisode, episode_labels, split_episode  # noqa: E402
-from episodes.data import gather, load_fewshot, to_float  # noqa: E402
+from episodes import Conv4, EpisodeSampler, MetaOptSVM, ProtoNet, SLAEpisode, episode_labels, split_episode  # noqa: E402
+from episodes.data import FewShotData, gather, load_fewshot, to_float  # noqa: E402
+from episodes.evaluate import embed_split, evaluate_episodes  # noqa: E402
+from episodes.r2d2 import R2D2  # noqa: E402
+from episodes.task import EpisodeTask  # noqa: E402
 from fewshot_sla.tracking import format_table  # noqa: E402
 
+#: Classes of the Vinyals splits (20 images each), for the random stand-in.
+SPLIT_CLASSES = {"train": 1028, "test": 423}
 
-def omniglot() -> tuple[torch.Tensor, torch.Tensor, str]:
+
+def omniglot(split: str = "train") -> tuple[torch.Tensor, torch.Tensor, str]:
     root = ROOT / ".data"
     if (root / "omniglot-py").is_dir():
-        d = load_fewshot("omniglot", root, "train")
-        return d.images, d.labels, "real Omniglot, Vinyals train split"
+        d = load_fewshot("omniglot", root, split)
+        return d.images, d.labels, f"real Omniglot, Vinyals {split} split"
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (1028 * 20, 1, 28, 28), dtype=torch.uint8, generator=g)
-    return images, torch.arange(1028).repeat_interleave(20), "random uint8 (Omniglot not unpacked)"
+    n = SPLIT_CLASSES[split]
+    images = torch.randint(0, 256, (n * 20, 1, 28, 28), dtype=torch.uint8, generator=g)
+    return images, torch.arange(n).repeat_interleave(20), f"random uint8 (Omniglot not unpacked), {split} split shape"
 
 
 def per_episode(fn, n: int) -> float:
@@ -114,6 +131,47 @@ def measure(images: torch.Tensor, labels: torch.Tensor, ways: int, shots: int, q
     }
 
 
+def measure_eval(images: torch.Tensor, labels: torch.Tensor, learner: str, transform: str, episodes: int,
+                 timed_episodes: int, baseline_episodes: int) -> dict:
+    """One row of the eval table: embedding the split once, ``timed_episodes`` embed-once episodes (scaled to
+    ``episodes`` if fewer), and the per-episode path on ``baseline_episodes`` (scaled), with their accuracies."""
+    ways, shots, queries = 5, 1, 15
+    data = FewShotData(images, labels, [str(c) for c in range(int(labels.max()) + 1)])
+    torch.manual_seed(0)
+    net = {"protonet": ProtoNet, "r2d2": R2D2, "svm": MetaOptSVM}[learner](Conv4(1, 28))
+    task = EpisodeTask(net, transform, ways, shots, queries)
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return to_float(x, "omniglot")
+
+    t0 = time.perf_counter()
+    feats = embed_split(task, images, "cpu", normalize=norm)
+    t_embed = time.perf_counter() - t0
+    t0 = time.perf_counter()  # the rest of evaluate_episodes: sampling, gathering features, heads, scoring
+    once = evaluate_episodes(task, data, ways, shots, queries, timed_episodes, 0, "cpu", normalize=norm,
+                             features=feats)
+    t_heads = (time.perf_counter() - t0) * episodes / timed_episodes
+    t0 = time.perf_counter()
+    per = evaluate_episodes(task, data, ways, shots, queries, baseline_episodes, 0, "cpu", normalize=norm,
+                            strategy="per_episode")
+    t_per = (time.perf_counter() - t0) * episodes / baseline_episodes
+    k = min(baseline_episodes, timed_episodes)  # episode e depends on (seed, e) only: the first k are the same
+    same = per["acc_agg"][:k] == once["acc_agg"][:k] and per["acc_single"][:k] == once["acc_single"][:k]
+    return {
+        "learner": learner,
+        "SLA": f"{transform} (M={task.m})",
+        "copies embedded": len(images) * task.m,
+        "embed split s": t_embed,
+        "episodes timed": timed_episodes,
+        f"{episodes} heads s": t_heads,
+        f"{episodes} embed-once s": t_embed + t_heads,
+        "x embed": (t_embed + t_heads) / t_embed,
+        f"per-episode path s (from {baseline_episodes})": t_per,
+        "speed-up": t_per / (t_embed + t_heads),
+        f"same acc on {k}": "yes" if same else "NO",
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=300, help="timed episodes per row")
@@ -121,14 +179,35 @@ def main() -> int:
     ap.add_argument("--ways", type=int, nargs="+", default=[5, 20])
     ap.add_argument("--shots", type=int, default=1)
     ap.add_argument("--queries", type=int, default=15)
+    ap.add_argument("--tables", nargs="+", choices=["sampling", "eval"], default=["sampling", "eval"])
+    ap.add_argument("--eval-episodes", type=int, default=10_000, help="test episodes of the eval table")
+    ap.add_argument("--eval-learners", nargs="+", choices=["protonet", "r2d2", "svm"],
+                    default=["protonet", "r2d2", "svm"])
+    ap.add_argument("--eval-transform", default="rotation", help="SLA transform of the eval table")
+    ap.add_argument("--svm-episodes", type=int, default=1000,
+                    help="svm: episodes timed (its QP dominates; scaled to --eval-episodes)")
+    ap.add_argument("--baseline-episodes", type=int, default=100, help="episodes timed on the per-episode path")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    images, labels, source = omniglot()
-    print(f"\n### Omniglot tensors: {tuple(images.shape)} uint8, {source}; {args.episodes} timed episodes, "
-          f"mean per episode, CPU {args.threads} threads, torch {torch.__version__}\n")
-
-    rows = [measure(images, labels, ways, args.shots, args.queries, args.episodes) for ways in args.ways]
-    print(format_table(rows))
+    if "sampling" in args.tables:
+        images, labels, source = omniglot()
+        print(f"\n### Omniglot tensors: {tuple(images.shape)} uint8, {source}; {args.episodes} timed episodes, "
+              f"mean per episode, CPU {args.threads} threads, torch {torch.__version__}\n")
+        rows = [measure(images, labels, ways, args.shots, args.queries, args.episodes) for ways in args.ways]
+        print(format_table(rows))
+    if "eval" in args.tables:
+        images, labels, source = omniglot("test")
+        print(f"\n### Test evaluation, 5-way 1-shot 15-query, Conv4: {args.eval_episodes} episodes with the test "
+              f"split embedded once vs embedding it once (target <= 1.5x); {tuple(images.shape)} uint8, {source}; "
+              f"CPU {args.threads} threads, torch {torch.__version__}\n")
+        rows = []
+        for learner in args.eval_learners:
+            timed = min(args.eval_episodes, args.svm_episodes) if learner == "svm" else args.eval_episodes
+            rows.append(measure_eval(images, labels, learner, args.eval_transform, args.eval_episodes, timed,
+                                     args.baseline_episodes))
+            print(format_table(rows[-1:]), flush=True)  # each row as it comes (the whole table below)
+        print()
+        print(format_table(rows))
     return 0
 
 

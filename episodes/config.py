@@ -39,7 +39,7 @@ class FewShotConfig:
     train_episodes: int = 2000  # optimiser steps of meta-training (each sees meta_batch episodes)
     val_episodes: int = 100  # episodes per validation
     val_every: int = 500  # validate every N steps
-    test_episodes: int = 600  # test episodes (mean accuracy with 95% CI)
+    test_episodes: int = 0  # test episodes (mean acc. with 95% CI); 0 = auto: 10000 protonet/r2d2/svm, 600 maml family
     meta_batch: int = 1  # episodes per optimiser step (gradients averaged; split across torchrun processes)
     optimizer: Literal["adam", "sgd"] = "adam"  # (sgd: momentum, Nesterov)
     lr: float = 1e-3  # learning rate

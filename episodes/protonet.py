@@ -11,7 +11,6 @@ from fewshot_sla.nets import Conv4
 __all__ = ["prototypes", "ProtoNet", "Conv4"]
 
 
-
 def prototypes(features: Tensor, labels: Tensor, ways: int) -> Tensor:
     """Class means: ``(S, D), (S,) -> (ways, D)`` (one matmul with the one-hot labels)."""
     onehot = F.one_hot(labels, ways).to(features.dtype)  # (S, ways)
@@ -32,7 +31,14 @@ class ProtoNet(nn.Module):
         self.encoder = encoder
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None) -> Tensor:
-        ways = int(support_y.max()) + 1 if ways is None else ways
         f = self.encoder(torch.cat([support_x, query_x]))
-        fs, fq = f[: len(support_x)], f[len(support_x) :]
-        return -torch.cdist(fq, prototypes(fs, support_y, ways)).pow(2)
+        return self.head_from_features(f[: len(support_x)], support_y, f[len(support_x) :], ways)
+
+    def head_from_features(
+        self, support_f: Tensor, support_y: Tensor, query_f: Tensor, ways: int | None = None
+    ) -> Tensor:
+        """The head alone: ``(S, D), (S,), (Q, D) -> (Q, ways)`` logits from encoder features, so that
+        ``forward(sx, sy, qx, ways) == head_from_features(encoder(sx), sy, encoder(qx), ways)``
+        (:mod:`episodes.evaluate` embeds a test split once and scores every episode through it)."""
+        ways = int(support_y.max()) + 1 if ways is None else ways
+        return -torch.cdist(query_f, prototypes(support_f, support_y, ways)).pow(2)

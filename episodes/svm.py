@@ -96,7 +96,14 @@ class MetaOptSVM(nn.Module):
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None) -> Tensor:
-        ways = int(support_y.max()) + 1 if ways is None else ways
         f = self.encoder(torch.cat([support_x, query_x]))
-        fs, fq = f[: len(support_x)], f[len(support_x) :]
-        return self.scale * svm_head(fs, support_y, fq, ways, self.c, self.ridge, self.max_iter)
+        return self.head_from_features(f[: len(support_x)], support_y, f[len(support_x) :], ways)
+
+    def head_from_features(
+        self, support_f: Tensor, support_y: Tensor, query_f: Tensor, ways: int | None = None
+    ) -> Tensor:
+        """The head alone: ``(S, D), (S,), (Q, D) -> (Q, ways)`` logits from encoder features, so that
+        ``forward(sx, sy, qx, ways) == head_from_features(encoder(sx), sy, encoder(qx), ways)``
+        (:mod:`episodes.evaluate` embeds a test split once and scores every episode through it)."""
+        ways = int(support_y.max()) + 1 if ways is None else ways
+        return self.scale * svm_head(support_f, support_y, query_f, ways, self.c, self.ridge, self.max_iter)

@@ -11,21 +11,32 @@ unit is one optimiser step over ``--meta-batch`` episodes. Writes ``OUT/metrics.
 with a 95% CI over the test episodes), ``OUT/config.yaml``, ``OUT/checkpoint.pt`` / ``OUT/best.pt``
 (atomic; ``--resume`` continues exactly), ``OUT/train_episodes.csv`` (one row per training episode, as
 produced), ``OUT/test_episodes.csv`` and an offline W&B run.
+
+Testing scores ``--test-episodes`` episodes (0 = auto: 10,000 for protonet, r2d2 and svm, 600 for the MAML family;
+:func:`resolve_test_episodes`) through :func:`episodes.evaluate.evaluate_episodes`, which embeds the test split once
+for the metric learners (the same accuracies as one forward pass per episode). A finished run is re-tested without
+training by
+
+    sla-fewshot --config RUN/config.yaml --test-only [--test-episodes N]
+
+which loads ``RUN/best.pt`` and overwrites ``RUN/metrics.json`` and ``RUN/test_episodes.csv``.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from fewshot_sla import checkpoint, get_transform
 from fewshot_sla import engine as eng
-from fewshot_sla import get_transform
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import ConfigError, parse_config, save_config, to_dict
 from fewshot_sla.distributed import shutdown
@@ -36,7 +47,8 @@ from fewshot_sla.utils import DataError
 
 from .backbones import make_backbone
 from .config import FewShotConfig
-from .data import DATASET_STATS, FewShotData, gather, load_splits, to_float
+from .data import FewShotData, dataset_stats, gather, load_splits, to_float
+from .evaluate import evaluate_episodes
 from .maml import ALGORITHMS, MAMLLearner
 from .protonet import ProtoNet
 from .r2d2 import R2D2
@@ -44,10 +56,27 @@ from .sampler import EpisodeSampler
 from .svm import MetaOptSVM
 from .task import EpisodeTask
 
-__all__ = ["FewShotConfig", "run", "main", "check_config", "build_task", "evaluate", "lr_at", "LEARNERS"]
+__all__ = [
+    "FewShotConfig", "run", "main", "check_config", "build_task", "evaluate", "lr_at", "LEARNERS",
+    "AUTO_TEST_EPISODES", "resolve_test_episodes", "best_checkpoint", "load_best",
+]
 
 #: protonet, r2d2 and svm work for any number of ways; the learn2learn learners have a fixed-size head.
 LEARNERS = ("protonet", "r2d2", "svm") + ALGORITHMS
+
+#: What ``--test-episodes 0`` means per learner. The metric learners score an episode from features embedded once
+#: (episodes.evaluate), so 10,000 episodes cost little more than one pass over the test split and give the tight
+#: intervals recent papers report; the MAML family adapts (and runs the encoder) per episode: the classic 600.
+AUTO_TEST_EPISODES: dict[str, int] = {
+    "protonet": 10_000, "r2d2": 10_000, "svm": 10_000, **dict.fromkeys(ALGORITHMS, 600)
+}
+
+
+def resolve_test_episodes(cfg: FewShotConfig) -> int:
+    """The number of test episodes: ``cfg.test_episodes``, or :data:`AUTO_TEST_EPISODES` of the learner when it is 0."""
+    if cfg.test_episodes < 0:
+        raise ValueError(f"--test-episodes must be >= 1, or 0 for the learner's default; got {cfg.test_episodes}")
+    return cfg.test_episodes or AUTO_TEST_EPISODES[cfg.learner]
 
 
 def check_config(cfg: FewShotConfig, world_size: int = 1) -> None:
@@ -61,8 +90,9 @@ def check_config(cfg: FewShotConfig, world_size: int = 1) -> None:
             f"--lr-factors has {len(cfg.lr_factors)} values but --lr-milestones has {len(cfg.lr_milestones)}; "
             "give one factor per milestone"
         )
-    if cfg.meta_batch < 1 or cfg.train_episodes < 1 or cfg.test_episodes < 1:
-        raise ValueError("--meta-batch, --train-episodes and --test-episodes must be >= 1")
+    if cfg.meta_batch < 1 or cfg.train_episodes < 1:
+        raise ValueError("--meta-batch and --train-episodes must be >= 1")
+    resolve_test_episodes(cfg)  # --test-episodes >= 0
     if cfg.meta_batch % world_size:
         raise ValueError(
             f"--meta-batch {cfg.meta_batch} must split evenly into the {world_size} processes (episodes of a "
@@ -107,24 +137,12 @@ def evaluate(
     task: EpisodeTask, data: FewShotData, cfg: FewShotConfig, episodes: int, seed: int, device: torch.device,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Per-episode accuracy of SLA+SI and SLA+AG over ``episodes`` episodes, and per-class accuracy (AG)."""
-    from tqdm import tqdm
-
+    """Per-episode accuracy of SLA+SI and SLA+AG over ``episodes`` episodes of the val/test shape, and per-class
+    accuracy (AG): :func:`episodes.evaluate.evaluate_episodes`, which embeds ``data`` once for protonet, r2d2 and
+    svm when that is cheaper than an encoder pass per episode (the same accuracies either way)."""
     ways, shots, queries = test_episode_shape(cfg)
-    sampler = EpisodeSampler(data.labels, ways, shots, queries, episodes, seed=seed)
-    acc_si, acc_ag = [], []
-    hits, seen = np.zeros(data.num_classes), np.zeros(data.num_classes)
-    for e, idx in enumerate(tqdm(sampler, desc="eval", disable=not progress, leave=False, mininterval=1)):
-        out = task.predict(to_float(gather(data.images, idx), cfg.dataset).to(device), ways, shots, queries)
-        qy, ok_ag = out["y"], out["aggregated"].argmax(1) == out["y"]
-        acc_si.append((out["single"].argmax(1) == qy).float().mean().item())
-        acc_ag.append(ok_ag.float().mean().item())
-        cls = sampler.episode_classes(e)[qy.cpu().numpy()]
-        np.add.at(hits, cls, ok_ag.cpu().numpy())
-        np.add.at(seen, cls, 1)
-    with np.errstate(invalid="ignore"):
-        per_class = np.where(seen > 0, hits / np.maximum(seen, 1), np.nan)
-    return {"acc_single": acc_si, "acc_agg": acc_ag, "per_class": per_class}
+    return evaluate_episodes(task, data, ways, shots, queries, episodes, seed, device,
+                             normalize=lambda x: to_float(x, cfg.dataset, data.stats), progress=progress)
 
 
 def make_loop(
@@ -141,7 +159,7 @@ def make_loop(
             if cfg.augment:  # on the raw episode, before SLA's transforms; a pure function of (seed, episode)
                 gen = torch.Generator().manual_seed(eng.stream_seed(cfg.seed, e))
                 x = random_crop_flip(x, gen, cfg.augment_padding, cfg.augment_flip)
-            yield (to_float(x, cfg.dataset),)
+            yield (to_float(x, cfg.dataset, train.stats),)
 
     def validate(t: torch.nn.Module) -> dict[str, float]:
         res = evaluate(task, val, cfg, cfg.val_episodes, cfg.seed + 10_000, ctx.device)
@@ -167,40 +185,87 @@ def make_loop(
 def test_and_log(cfg: FewShotConfig, task: EpisodeTask, test: FewShotData, ctx: eng.Context, logger: RunLogger,
                  fit: eng.FitResult) -> dict[str, Any]:
     """Test the best checkpoint; metrics.json, test_episodes.csv and the W&B tables."""
-    res = evaluate(task, test, cfg, cfg.test_episodes, cfg.seed + 20_000, ctx.device, progress=True)
+    episodes = resolve_test_episodes(cfg)
+    res = evaluate(task, test, cfg, episodes, cfg.seed + 20_000, ctx.device, progress=True)
     si, si_ci = mean_ci95(res["acc_single"])
     ag, ag_ci = mean_ci95(res["acc_agg"])
     metrics = {  # the headline number: SLA+AG with SLA; for the baseline (M = 1) AG and SI are the same numbers
         "test/acc": ag, "test/acc_ci95": ag_ci, "test/acc_single": si, "test/acc_single_ci95": si_ci,
         "test/acc_agg": ag, "test/acc_agg_ci95": ag_ci, "val/best_acc": fit.best["value"],
-        "test/episodes": cfg.test_episodes,
+        "test/episodes": episodes,
         "test/per_class_acc": {n: float(a) for n, a in zip(test.class_names, res["per_class"])},
     }
     rows = [[i + 1, a, b] for i, (a, b) in enumerate(zip(res["acc_single"], res["acc_agg"]))]
     with open(ctx.out / "test_episodes.csv", "w", newline="") as f:
         csv.writer(f).writerows([["episode", "acc_single", "acc_agg"], *rows])
-    with open(ctx.out / "train_episodes.csv", newline="") as f:
-        train_rows = [[float(v) for v in r] for r in list(csv.reader(f))[1:]]
-    logger.log_table("train/episodes", ["step", "batch", "loss", "acc"], train_rows)
+    if (ctx.out / "train_episodes.csv").is_file():  # absent when --test-only runs on a folder trained elsewhere
+        with open(ctx.out / "train_episodes.csv", newline="") as f:
+            train_rows = [[float(v) for v in r] for r in list(csv.reader(f))[1:]]
+        logger.log_table("train/episodes", ["step", "batch", "loss", "acc"], train_rows)
     logger.log_table("test/episodes", ["episode", "acc_single", "acc_agg"], rows)
     logger.log_per_class("test/per_class_acc", [float(a) for a in res["per_class"]], test.class_names)
     logger.finish(metrics, extra={"seed": cfg.seed, "history": fit.history, "world_size": ctx.dist.world_size})
     return metrics
 
 
+def best_checkpoint(out: Path) -> Path:
+    """``out/best.pt``, or a :class:`DataError` saying how to get one (``--test-only`` needs a trained run)."""
+    best_path = out / "best.pt"
+    if not best_path.is_file():
+        raise DataError(
+            f"--test-only evaluates the best checkpoint {best_path}, which does not exist: train the run first "
+            "(the same command without --test-only), or point --out (the config's out) at a finished run folder"
+        )
+    return best_path
+
+
+def load_best(task: EpisodeTask, out: Path, device: torch.device) -> eng.FitResult:
+    """Load ``out/best.pt`` into ``task`` (weights only) for ``--test-only``; returns what :func:`test_and_log`
+    records of the training: the best validation (from best.pt) and the history (from checkpoint.pt, if kept).
+
+    Raises:
+        DataError: best.pt is missing or unreadable, or holds weights of another learner or backbone.
+    """
+    best_path = best_checkpoint(out)
+    st = checkpoint.load(best_path, device)
+    try:
+        task.load_state_dict(st["model"])
+    except (KeyError, RuntimeError) as e:
+        raise DataError(
+            f"{best_path} does not fit the learner/backbone/transform of this config ({type(e).__name__}: "
+            f"{str(e)[:300]}); test with the run's own config: --config {out / 'config.yaml'}"
+        ) from e
+    ckpt = out / "checkpoint.pt"
+    history = list(checkpoint.load(ckpt)["history"]) if ckpt.is_file() else []
+    best = dict(st.get("best") or {"metric": "val/acc_agg", "value": None, "unit": st.get("unit")})
+    return eng.FitResult(units_done=int(st.get("unit") or 0), finished=True, history=history, best=best)
+
+
 def run(cfg: FewShotConfig) -> dict[str, Any]:
-    """Meta-train, keep the best validation checkpoint, test it; returns the metrics."""
+    """Meta-train, keep the best validation checkpoint, test it; returns the metrics. With ``cfg.test_only``,
+    test ``OUT/best.pt`` without training (metrics.json and test_episodes.csv overwritten)."""
+    # resolved once, here: config.yaml, W&B and metrics.json record the number of episodes actually run
+    cfg = dataclasses.replace(cfg, test_episodes=resolve_test_episodes(cfg))
+    if cfg.test_only:
+        best_checkpoint(Path(cfg.out))  # fail before loading any data
     spec = eng.RunSpec(cfg.out, cfg.seed, cfg.device, cfg.amp, cfg.channels_last, False, cfg.resume, cfg.stop_after,
                        cfg.num_threads)
     ctx = eng.setup(spec)
     check_config(cfg, ctx.dist.world_size)
     splits = load_splits(cfg)
-    transform = get_transform(cfg.transform, stats=DATASET_STATS[cfg.dataset])  # resolved once; M flows from it
+    transform = get_transform(cfg.transform, stats=dataset_stats(cfg, splits["train"]))  # resolved once; sets M
     transform.check(splits["train"].images[:1].float())  # e.g. colour permutations of 1-channel Omniglot
     for split in (splits["val"], splits["test"]):  # fail before training for episodes a split cannot hold
         EpisodeSampler(split.labels, *test_episode_shape(cfg), 1)
     c, h = splits["train"].images.shape[1:3]
     task = build_task(cfg, transform, c, h).to(ctx.device)
+    if cfg.test_only:  # config.yaml, checkpoint.pt and train_episodes.csv stay the training run's
+        if not ctx.is_main:
+            return {}
+        fit_best = load_best(task, ctx.out, ctx.device)
+        logger = RunLogger(ctx.out, to_dict(cfg), wandb_mode=cfg.wandb, project="fewshot-sla-episodes",
+                           name=ctx.out.name, enabled=True, quiet=True)
+        return test_and_log(cfg, task, splits["test"], ctx, logger, fit_best)
     if cfg.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(task.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                                      nesterov=True, weight_decay=cfg.weight_decay)
@@ -228,12 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         shutdown()
     if "test/acc_agg" in m and get_transform(cfg.transform).m == 1:
         acc, ci = 100 * m["test/acc"], 100 * m["test/acc_ci95"]
-        print(f"test: baseline {acc:.2f} +- {ci:.2f}   ({cfg.test_episodes} episodes)")
+        print(f"test: baseline {acc:.2f} +- {ci:.2f}   ({m['test/episodes']} episodes)")
     elif "test/acc_agg" in m:
         print(
             f"test: SLA+SI {100 * m['test/acc_single']:.2f} +- {100 * m['test/acc_single_ci95']:.2f}   "
             f"SLA+AG {100 * m['test/acc_agg']:.2f} +- {100 * m['test/acc_agg_ci95']:.2f}   "
-            f"({cfg.test_episodes} episodes)"
+            f"({m['test/episodes']} episodes)"
         )
     return 0
 

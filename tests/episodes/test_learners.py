@@ -97,6 +97,22 @@ def test_r2d2_with_sla_and_same_signature_as_protonet():
         assert z.shape == (15 * 4, 12) and sla.aggregate(z).shape == (15, 3)
 
 
+@pytest.mark.parametrize("learner", [ProtoNet, R2D2])
+def test_head_from_features_is_the_forward_after_the_encoder(learner):
+    """``learner(sx, sy, qx, ways) == head_from_features(encoder(sx), sy, encoder(qx), ways)`` (what
+    episodes.evaluate relies on), gradients included; ``ways`` inferred as in forward."""
+    torch.manual_seed(0)
+    sx, sy, qx, _ = toy_episode()
+    model = learner(mlp(16)) if learner is ProtoNet else learner(mlp(16), init_lambda=0.3, init_bias=0.2)
+    z = model(sx, sy, qx, ways=4)
+    h = model.head_from_features(model.encoder(sx), sy, model.encoder(qx), ways=4)
+    assert z.shape == h.shape == (15, 4)
+    torch.testing.assert_close(z, h)
+    torch.testing.assert_close(model(sx, sy, qx), model.head_from_features(model.encoder(sx), sy, model.encoder(qx)))
+    h.sum().backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())
+
+
 # --- backbones -----------------------------------------------------------------------------------
 
 

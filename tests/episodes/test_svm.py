@@ -62,6 +62,20 @@ def test_svm_separates_clusters_and_has_gradients():
     assert (fixed.argmax(1) == qy).all()
 
 
+def test_svm_head_from_features_is_the_forward_after_the_encoder():
+    """``model(sx, sy, qx, ways) == head_from_features(encoder(sx), sy, encoder(qx), ways)`` (episodes.evaluate)."""
+    torch.manual_seed(0)
+    sx, qx, sy = torch.randn(6, 4), torch.randn(5, 4), torch.tensor([0, 0, 1, 1, 2, 2])
+    model = MetaOptSVM(torch.nn.Linear(4, 8), init_scale=2.0)
+    with torch.no_grad():
+        z = model(sx, sy, qx, ways=3)
+        h = model.head_from_features(model.encoder(sx), sy, model.encoder(qx), ways=3)
+        assert z.shape == h.shape == (5, 3)
+        torch.testing.assert_close(z, h)
+        fs, fq = model.encoder(sx), model.encoder(qx)
+        torch.testing.assert_close(model(sx, sy, qx), model.head_from_features(fs, sy, fq))  # ways inferred
+
+
 def test_svm_with_sla_and_errors():
     sla = SLAEpisode("rotation")
     sx, sy, qx, qy = sla.expand(torch.randn(4, 1, 5, 5), torch.tensor([0, 0, 1, 1]), torch.randn(2, 1, 5, 5),
