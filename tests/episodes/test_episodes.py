@@ -234,7 +234,8 @@ def test_shipped_configs_are_valid():
     from episodes.train import check_config
     from fewshot_sla.config import parse_config
 
-    files = sorted(f for f in (Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml") if "longtail" not in f.parts)
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    files = sorted(f for f in configs.rglob("*.yaml") if "longtail" not in f.parts)
     assert len(files) >= 5
     for f in files:
         cfg = parse_config(FewShotConfig, ["--config", str(f)])
