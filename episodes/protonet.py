@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from fewshot_sla.nets import Conv4
 
-__all__ = ["prototypes", "ProtoNet", "Conv4"]
+__all__ = ["prototypes", "MetricLearner", "ProtoNet", "Conv4"]
 
 
 def prototypes(features: Tensor, labels: Tensor, ways: int) -> Tensor:
@@ -18,7 +18,27 @@ def prototypes(features: Tensor, labels: Tensor, ways: int) -> Tensor:
     return onehot.t() @ features / counts
 
 
-class ProtoNet(nn.Module):
+class MetricLearner(nn.Module):
+    """Base of the learners that are an encoder followed by a head on features (ProtoNet, R2D2,
+    MetaOptNet-SVM): ``forward(sx, sy, qx, ways) = head_from_features(encoder(sx), sy, encoder(qx), ways)``,
+    with support and query embedded in one pass."""
+
+    encoder: nn.Module
+
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None) -> Tensor:
+        f = self.encoder(torch.cat([support_x, query_x]))
+        return self.head_from_features(f[: len(support_x)], support_y, f[len(support_x) :], ways)
+
+    def head_from_features(
+        self, support_f: Tensor, support_y: Tensor, query_f: Tensor, ways: int | None = None
+    ) -> Tensor:
+        """The head alone: ``(S, D), (S,), (Q, D) -> (Q, ways)`` logits from encoder features, so that
+        ``forward(sx, sy, qx, ways) == head_from_features(encoder(sx), sy, encoder(qx), ways)``
+        (:mod:`episodes.evaluate` embeds a test split once and scores every episode through it)."""
+        raise NotImplementedError
+
+
+class ProtoNet(MetricLearner):
     """``forward(support_x, support_y, query_x) -> (Q, ways)``: negative squared Euclidean distance
     of each query embedding to each class prototype.
 
@@ -29,10 +49,6 @@ class ProtoNet(nn.Module):
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
-
-    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None) -> Tensor:
-        f = self.encoder(torch.cat([support_x, query_x]))
-        return self.head_from_features(f[: len(support_x)], support_y, f[len(support_x) :], ways)
 
     def head_from_features(
         self, support_f: Tensor, support_y: Tensor, query_f: Tensor, ways: int | None = None

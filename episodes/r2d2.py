@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .protonet import MetricLearner
+
 __all__ = ["ridge_head", "R2D2"]
 
 
@@ -47,7 +49,7 @@ def ridge_head(support_f: Tensor, support_y: Tensor, query_f: Tensor, ways: int,
     return (query_f @ support_f.transpose(-1, -2)) @ torch.linalg.solve(gram, y)  # (..., Q, N)
 
 
-class R2D2(nn.Module):
+class R2D2(MetricLearner):
     """``forward(support_x, support_y, query_x, ways=None) -> (Q, ways)``: the R2D2 learner
     (Bertinetto et al., ICLR 2019), ``logits = alpha * Xq W + beta`` with ``W`` from :func:`ridge_head`.
 
@@ -87,10 +89,6 @@ class R2D2(nn.Module):
     @property
     def alpha(self) -> Tensor:
         return self.log_alpha.exp()
-
-    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None) -> Tensor:
-        f = self.encoder(torch.cat([support_x, query_x]))
-        return self.head_from_features(f[: len(support_x)], support_y, f[len(support_x) :], ways)
 
     def head_from_features(
         self, support_f: Tensor, support_y: Tensor, query_f: Tensor, ways: int | None = None

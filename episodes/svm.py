@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .protonet import MetricLearner
+
 __all__ = ["svm_head", "MetaOptSVM"]
 
 
@@ -75,7 +77,7 @@ def svm_head(
     return ((fq @ fs.t()) @ alpha).to(query_f.dtype)
 
 
-class MetaOptSVM(nn.Module):
+class MetaOptSVM(MetricLearner):
     """``forward(support_x, support_y, query_x, ways=None) -> (Q, ways)``: MetaOptNet-SVM,
     ``scale * svm_head(...)`` with a learned ``scale`` (as MetaOptNet). Same call as
     :class:`episodes.ProtoNet`, so :class:`episodes.SLAEpisode` wraps it unchanged.
@@ -94,10 +96,6 @@ class MetaOptSVM(nn.Module):
         self.encoder = encoder
         self.c, self.ridge, self.max_iter = float(c), float(ridge), int(max_iter)
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))
-
-    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None) -> Tensor:
-        f = self.encoder(torch.cat([support_x, query_x]))
-        return self.head_from_features(f[: len(support_x)], support_y, f[len(support_x) :], ways)
 
     def head_from_features(
         self, support_f: Tensor, support_y: Tensor, query_f: Tensor, ways: int | None = None
