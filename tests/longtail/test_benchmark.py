@@ -256,3 +256,32 @@ def test_vs_parameters_reach_the_loss(folder):
     delta = (torch.tensor(counts, dtype=torch.float) / 60) ** 0.3
     iota = torch.log(torch.tensor(counts, dtype=torch.float) / sum(counts))
     assert torch.allclose(vs(z, y), torch.nn.functional.cross_entropy(z * delta + iota, y), atol=1e-6)
+
+
+def test_training_batches_match_a_per_image_reference(folder):
+    """The device path's batches (uint8 set where the model trains, crop + flip draws on the CPU from
+    stream_seed(seed, epoch, rank), then normalise) equal a per-image torchvision-style reference: the
+    augmentation stream does not depend on the device the data lives on."""
+    import torch.nn.functional as F
+
+    from fewshot_sla import engine as eng
+    from longtail.benchmark import make_loop
+    from longtail.data import normalize
+    from longtail.samplers import make_sampler
+
+    cfg = tiny(folder, "x", seed=4)
+    ctx = eng.setup(eng.RunSpec("x", seed=4, device="cpu"))
+    data = load_data(cfg, False)
+    model = build_model(cfg, data.counts, scale_epochs(cfg.epochs))
+    loop = make_loop(cfg, ctx, data, model)
+    idx = make_sampler("instance", data.train_labels, 4, cfg.epochs).epoch_indices(1)
+    gen = torch.Generator().manual_seed(eng.stream_seed(4, 1, 0))
+    for s, (x, y) in zip(range(0, len(idx), 16), loop.batches(1)):
+        b = idx[s : s + 16]
+        dy, dx = torch.randint(0, 9, (len(b),), generator=gen), torch.randint(0, 9, (len(b),), generator=gen)
+        flip = torch.rand(len(b), generator=gen) < 0.5
+        ref = []
+        for i, k in enumerate(b.tolist()):
+            img = F.pad(data.train_images[k], (4, 4, 4, 4))[:, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32]
+            ref.append(img.flip(-1) if flip[i] else img)
+        assert torch.equal(x, normalize(torch.stack(ref))) and torch.equal(y, data.train_labels[b])
