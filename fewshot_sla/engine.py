@@ -276,6 +276,8 @@ def fit(
         checkpoint.set_rng_state(st["rng"], loop.generators)
     elif spec.resume and main:
         print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
+    if logger is not None and hasattr(logger, "truncate_history"):
+        logger.truncate_history(start)  # rows past the checkpoint are logged again below
     train_model: nn.Module = task
     if ctx.dist.world_size > 1:
         ids = [device] if device.type == "cuda" else None

@@ -215,6 +215,16 @@ class RunLogger:
         return Path(self.run.dir).parent if self.run is not None else None
 
     # -- sinks -----------------------------------------------------------------------------
+    def truncate_history(self, last_step: int) -> None:
+        """Drop ``history.jsonl`` rows logged after ``last_step``: a resumed run logs them again."""
+        path = self.out / "history.jsonl"
+        if not self.enabled or not path.is_file():
+            return
+        import json
+
+        keep = [ln for ln in path.read_text().splitlines() if ln and (json.loads(ln).get("step") or 0) <= last_step]
+        atomic_write_text("".join(k + "\n" for k in keep), path)
+
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Scalars (and short lists) for one step: console line, ``history.jsonl`` and W&B."""
         if not self.enabled:

@@ -113,11 +113,17 @@ def test_resume_is_exact_through_drw(folder, tmp_path, stop):
     straight = run(tiny(folder, tmp_path / "a", **kw))
     part = run(tiny(folder, tmp_path / "b", stop_after=stop, **kw))
     assert part == {"epochs_done": stop}
+    with open(tmp_path / "b" / "history.jsonl", "a") as f:  # as if the run had logged an epoch, then died
+        f.write(json.dumps({"step": stop + 1, "train/loss": 123.0}) + "\n")
     resumed = run(tiny(folder, tmp_path / "b", resume=True, **kw))
     assert json.dumps(straight, sort_keys=True) == json.dumps(resumed, sort_keys=True)
     ha = read_json(tmp_path / "a" / "metrics.json")["history"]
     hb = read_json(tmp_path / "b" / "metrics.json")["history"]
     assert ha == hb and [r["drw"] for r in ha] == [0.0] * 6 + [1.0] * 2
+    # history.jsonl: no row twice, whatever the interrupted run had logged past its checkpoint
+    ja, jb = ((tmp_path / r / "history.jsonl").read_text().splitlines() for r in ("a", "b"))
+    assert [json.loads(x)["step"] for x in ja] == [json.loads(x)["step"] for x in jb] == list(range(1, 9))
+    assert all(json.loads(x)["train/loss"] != 123.0 for x in jb)
 
 
 def test_seeds_share_the_subset_and_differ_in_training(folder, tmp_path):
