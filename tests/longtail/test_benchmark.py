@@ -20,8 +20,9 @@ import yaml
 
 from fewshot_sla.utils import read_json
 from longtail import losses as L
-from longtail.benchmark import LTConfig, build_model, limit_per_class, load_data, main, run
+from longtail.benchmark import build_model, limit_per_class, load_data, main, run
 from longtail.schedules import scale_epochs
+from tests.longtail.synthetic import tiny, write_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"test/acc", "test/balanced_acc", "test/acc_many", "test/acc_medium", "test/acc_few", "test/per_class_acc"}
@@ -29,29 +30,9 @@ KEYS = {"test/acc", "test/balanced_acc", "test/acc_many", "test/acc_medium", "te
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """4 classes x (60 train, 12 test) PNGs: a class-coloured square at a class-specific place, on noise."""
-    from PIL import Image
+    """4 classes x (60 train, 12 test) PNGs (tests/longtail/synthetic.py)."""
+    return write_folder(tmp_path_factory.mktemp("lt_folder"), 60, 12, seed=0)
 
-    root = tmp_path_factory.mktemp("lt_folder")
-    rng = np.random.default_rng(0)
-    colours = [(255, 40, 40), (40, 255, 40), (40, 40, 255), (255, 255, 40)]
-    for split, n in (("train", 60), ("test", 12)):
-        for c in range(4):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                img = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
-                y0, x0 = (c // 2) * 14 + rng.integers(0, 4), (c % 2) * 14 + rng.integers(0, 4)
-                img[y0 : y0 + 12, x0 : x0 + 12] = colours[c]
-                Image.fromarray(img).save(d / f"{i:04d}.png")
-    return root
-
-
-def tiny(root, out, **kw) -> LTConfig:
-    base = dict(dataset="imagefolder", data_root=str(root), imbalance_ratio=6.0, epochs=2, batch_size=16,
-                backbone="resnet20", out=str(out), wandb="disabled", num_threads=1)
-    base.update(kw)
-    return LTConfig(**base)
 
 
 def test_limit_per_class_keeps_proportions():

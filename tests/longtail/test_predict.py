@@ -18,34 +18,17 @@ from fewshot_sla.config import save_config
 from fewshot_sla.metrics import accuracy
 from fewshot_sla.utils import DataError, read_json
 from longtail import load_run
-from longtail.benchmark import LTConfig, build_model, load_data, run
+from longtail.benchmark import build_model, load_data, run
 from longtail.predict import main
 from longtail.schedules import scale_epochs
+from tests.longtail.synthetic import tiny, write_folder
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """4 classes x (40 train, 8 test) 32x32 PNGs: a class-coloured square at a class-specific place, on noise."""
-    root = tmp_path_factory.mktemp("lt_predict_folder")
-    rng = np.random.default_rng(1)
-    colours = [(255, 40, 40), (40, 255, 40), (40, 40, 255), (255, 255, 40)]
-    for split, n in (("train", 40), ("test", 8)):
-        for c in range(4):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                img = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
-                y0, x0 = (c // 2) * 14 + rng.integers(0, 4), (c % 2) * 14 + rng.integers(0, 4)
-                img[y0 : y0 + 12, x0 : x0 + 12] = colours[c]
-                Image.fromarray(img).save(d / f"{i:04d}.png")
-    return root
+    """4 classes x (40 train, 8 test) PNGs (tests/longtail/synthetic.py)."""
+    return write_folder(tmp_path_factory.mktemp("lt_predict_folder"), 40, 8, seed=1)
 
-
-def tiny(root: Path, out: Path, **kw) -> LTConfig:
-    base = dict(dataset="imagefolder", data_root=str(root), imbalance_ratio=6.0, epochs=2, batch_size=16,
-                backbone="resnet20", out=str(out), wandb="disabled", num_threads=1)
-    base.update(kw)
-    return LTConfig(**base)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import os
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
 from fewshot_sla.utils import read_json
 from longtail.protocol import EXIT_DONE, EXIT_INCOMPLETE, EXIT_USAGE, main
+from tests.longtail.synthetic import write_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "longtail_protocol.sh"
@@ -25,22 +25,8 @@ RUNS = ("ce_baseline_s0", "ce_slasd_s0", "ldam_baseline_s0", "ldam_slasd_s0")
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """4 classes x (24 train, 6 test) 32x32 PNGs: a class-coloured square at a class-specific place, on noise."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("protocol_folder")
-    rng = np.random.default_rng(0)
-    colours = [(255, 40, 40), (40, 255, 40), (40, 40, 255), (255, 255, 40)]
-    for split, n in (("train", 24), ("test", 6)):
-        for c in range(4):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                img = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
-                y0, x0 = (c // 2) * 14 + rng.integers(0, 4), (c % 2) * 14 + rng.integers(0, 4)
-                img[y0 : y0 + 12, x0 : x0 + 12] = colours[c]
-                Image.fromarray(img).save(d / f"{i:04d}.png")
-    return root
+    """4 classes x (24 train, 6 test) PNGs (tests/longtail/synthetic.py)."""
+    return write_folder(tmp_path_factory.mktemp("protocol_folder"), 24, 6, seed=0)
 
 
 def write_recipes(prefix: Path) -> None:
