@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .tracking import GROUP_IGNORE
+from .tracking import GROUP_IGNORE, format_table  # the project's one table formatter
 
 __all__ = [
     "BOOKKEEPING_KEYS",
@@ -366,18 +366,6 @@ def _distinct(values: Iterable[Any]) -> str:
 
 def _md(text: str) -> str:
     return text.replace("|", "\\|")
-
-
-def format_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> str:
-    """A Markdown pipe table of string cells, columns padded to line up in plain text too."""
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-
-    def line(vals: Sequence[str]) -> str:
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(columns), rule] + [line(r) for r in cells])
 
 
 def _table_rows(groups: Sequence[Group], kind: str) -> tuple[list[dict[str, str]], list[str]]:
