@@ -66,12 +66,12 @@ from torch import Tensor
 from fewshot_sla.io import (
     cached_decode,
     decode_images,
-    default_cache_dir,
     describe,
     files_digest,
     normalize,
     read_cached,
     read_cifar,
+    resolve_cache_dir,
     safe_load_pickle,
     str_keys,
 )
@@ -832,12 +832,7 @@ def load_imagefolder(
                 f"needs shots + queries = {need}{more}; add images, lower --shots/--queries (--test-shots/"
                 "--test-queries for val and test episodes) or remove the folder"
             )
-    if cache_dir is None:
-        cdir = default_cache_dir(base)
-    elif cache_dir is False:
-        cdir = None
-    else:
-        cdir = Path(cache_dir)
+    cdir = resolve_cache_dir(cache_dir, base)
     paths = {s: [p for c in cs for p in c.files] for s, cs in listing.items()}
     # The key names every split's files (and the split they are in), so that the three caches always agree.
     digest = files_digest(f"{s}/{c.name}/{p.name}:{p.stat().st_size}" for s, cs in listing.items() for c in cs

@@ -49,6 +49,7 @@ __all__ = [
     "decode_images",
     "CACHE_FOLDER",
     "default_cache_dir",
+    "resolve_cache_dir",
     "files_digest",
     "read_cached",
     "cached_decode",
@@ -492,6 +493,18 @@ def default_cache_dir(root: str | Path) -> Path | None:
     except OSError:
         return None
     return d if os.access(d, os.W_OK) else None
+
+
+def resolve_cache_dir(cache_dir: str | Path | None | Literal[False], root: str | Path) -> Path | None:
+    """Where a loader caches decoded arrays: ``None`` -> :func:`default_cache_dir` of ``root``; ``False`` -> no
+    cache; a path -> that folder (created)."""
+    if cache_dir is None:
+        return default_cache_dir(root)
+    if cache_dir is False:
+        return None
+    d = Path(cache_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 def files_digest(lines: Iterable[str]) -> str:

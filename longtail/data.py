@@ -28,7 +28,7 @@ from torch import Tensor
 
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.counts import PROFILES, class_counts
-from fewshot_sla.io import cached_decode, decode_images, default_cache_dir, files_digest, read_cifar
+from fewshot_sla.io import cached_decode, decode_images, files_digest, read_cifar, resolve_cache_dir
 from fewshot_sla.io import normalize as _normalize
 from fewshot_sla.utils import DataError
 
@@ -255,13 +255,7 @@ def load_imagefolder(
             f"{root} is not an ImageFolder layout: expected {root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg "
             f"(or .png), missing folder(s) {missing}"
         )
-    if cache_dir is None:
-        cdir = default_cache_dir(root)
-    elif cache_dir is False:
-        cdir = None
-    else:
-        cdir = Path(cache_dir)
-        cdir.mkdir(parents=True, exist_ok=True)
+    cdir = resolve_cache_dir(cache_dir, root)
     workers = workers or min(8, os.cpu_count() or 1)
     out: list = []
     names: dict[str, list[str]] = {}
