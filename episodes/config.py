@@ -53,7 +53,7 @@ class FewShotConfig:
     out: str = "runs/fewshot"  # output folder
     wandb: Literal["offline", "online", "disabled"] = "offline"  # W&B mode
     resume: bool = False  # continue from OUT/checkpoint.pt
-    amp: bool = False  # bf16 autocast (CUDA)
+    amp: bool = False  # bf16 autocast (CUDA; CPU with native bf16: ~1.6x faster on AVX512-BF16)
     channels_last: bool = False  # channels-last memory format
     device: str = "auto"  # auto, cpu, cuda, ...
     num_threads: int = 0  # torch CPU threads (0 = default)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ class RunSpec:
     out: str  # run folder: checkpoint.pt, best.pt, metrics.json, ...
     seed: int = 0  # seeds init (global RNGs) and, through the recipe, every batch stream
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
-    amp: bool = False  # bf16 autocast (CUDA only; ignored on CPU)
+    amp: bool = False  # bf16 autocast of the training forward (CUDA; CPU with native bf16, e.g. AVX512-BF16/AMX)
     channels_last: bool = False  # channels-last memory format for the model and 4-D batches
     compile: bool = False  # torch.compile the training forward
     resume: bool = False  # continue from OUT/checkpoint.pt when it exists
@@ -256,7 +257,10 @@ def fit(
     fmt = torch.channels_last if spec.channels_last else torch.contiguous_format
     task.to(device)
     task.to(memory_format=fmt)
-    amp = spec.amp and device.type == "cuda"
+    amp = spec.amp and device.type in ("cuda", "cpu")
+    if amp and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        warnings.warn("--amp on a CPU without native bf16 (AVX512-BF16/AMX): bf16 is emulated there and slower "
+                      "than fp32; drop --amp", stacklevel=2)
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling; kept in the format
     start, history = 0, []
     best: dict[str, Any] = {"metric": loop.select, "value": None, "unit": None}

@@ -41,8 +41,8 @@ class ToyTask(nn.Module):
 
 
 def toy_run(out: Path, stop_after: int = 0, resume: bool = False, units: int = 6, evaluate=None, select=None,
-            switch: int = 4):
-    ctx = engine.setup(engine.RunSpec(str(out), seed=3, resume=resume, stop_after=stop_after, progress=False))
+            switch: int = 4, amp: bool = False):
+    ctx = engine.setup(engine.RunSpec(str(out), seed=3, resume=resume, stop_after=stop_after, progress=False, amp=amp))
     task = ToyTask(switch)
     opt = torch.optim.SGD(task.parameters(), lr=0.1, momentum=0.9)
     data_x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
@@ -83,6 +83,26 @@ def test_resume_is_exact_across_schedule_switches(tmp_path, stop):
     rows_a = list(csv.reader(open(tmp_path / "a" / "batches.csv")))
     rows_b = list(csv.reader(open(tmp_path / "b" / "batches.csv")))
     assert rows_a == rows_b and len(rows_a) == 1 + 6 * 5  # header + 5 batches per unit, no duplicates
+
+
+bf16_cpu = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16")
+
+
+@bf16_cpu
+def test_amp_on_cpu_trains_in_bf16_and_resumes_exactly(tmp_path):
+    _, r32 = toy_run(tmp_path / "fp32")
+    a, ra = toy_run(tmp_path / "a", amp=True)
+    # bf16 autocast is in effect: the trace moves off fp32's by bf16 rounding, not by a different run
+    loss32 = [h["train/loss"] for h in r32.history]
+    loss16 = [h["train/loss"] for h in ra.history]
+    assert loss16 != loss32
+    assert max(abs(x - y) for x, y in zip(loss16, loss32)) < 0.05
+    # and a bf16 run stopped at the milestone resumes exactly
+    _, part = toy_run(tmp_path / "b", stop_after=3, amp=True)
+    b, rb = toy_run(tmp_path / "b", resume=True, amp=True)
+    assert ra.history == rb.history
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q) and p.dtype == torch.float32  # autocast keeps fp32 master weights
 
 
 def test_the_schedules_take_effect(tmp_path):
