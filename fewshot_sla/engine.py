@@ -28,6 +28,7 @@ import contextlib
 import csv
 import sys
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,15 +137,19 @@ class FitResult:
     best: dict[str, Any]
 
 
-def stream_seed(*key: int) -> int:
+def stream_seed(*key: int, name: str = "") -> int:
     """A 63-bit seed for the random stream named by ``key``, e.g. ``(seed, epoch, rank)`` or ``(seed, episode)``.
 
     Streams of different keys are independent (NumPy's ``SeedSequence`` hashes the whole key), unlike
-    ``seed + epoch``, where seed ``s + 1`` replays seed ``s`` shifted by one epoch.
+    ``seed + epoch``, where seed ``s + 1`` replays seed ``s`` shifted by one epoch. ``SeedSequence``
+    zero-pads its entropy, so ``(s, e)`` and ``(s, e, 0)`` are one stream: streams that share a key in one
+    run get distinct ``name`` s (the name's CRC-32 is hashed in as one more key word), e.g. long tail's
+    sampler permutation ``(seed, epoch, name="sampler")`` beside its augmentation ``(seed, epoch, rank)``.
     """
     if any(k < 0 for k in key):
         raise ValueError(f"stream_seed: key parts must be >= 0, got {key}")
-    return int(np.random.SeedSequence(list(key)).generate_state(2, np.uint64)[0] >> np.uint64(1))
+    words = [*key, zlib.crc32(name.encode())] if name else list(key)
+    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 def setup(spec: RunSpec) -> Context:

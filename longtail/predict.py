@@ -182,8 +182,15 @@ class LongTailPredictor:
         x = self.load_images(images)
         scale = self.logit_scale(mode)
         out = []
-        for a in range(0, len(x), max(1, int(batch_size))):
-            z = self.model.predict(normalize(x[a : a + batch_size].to(self.device)), mode)
+        step = max(2, int(batch_size))
+        for a in range(0, len(x), step):
+            chunk = x[a : a + step]
+            # never a batch of 1: on CPU PyTorch sends it to another convolution kernel whose sums run in
+            # another order, so one image alone would score differently (in the last bits) than in a batch
+            n = len(chunk)
+            if n == 1:
+                chunk = chunk.expand(2, *chunk.shape[1:])
+            z = self.model.predict(normalize(chunk.to(self.device)), mode)[:n]
             out.append(torch.softmax(scale * z.float(), dim=1).cpu())
         return torch.cat(out)
 

@@ -7,8 +7,9 @@
   Classifier"): ``p_c(t) = (1 - t/T) * n_c/N + (t/T) * 1/C`` at epoch ``t`` of ``T``.
 
 Every sampler draws one epoch of ``N`` (= number of training images) indices from a local
-``torch.Generator`` seeded with :func:`epoch_seed`, i.e.
-``np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0]``. Hashing the pair (rather
+``torch.Generator`` seeded with :func:`epoch_seed`, i.e. the engine's
+``stream_seed(seed, epoch, name="sampler")`` (a ``SeedSequence`` hash, independent of the augmentation
+stream ``stream_seed(seed, epoch, rank)``). Hashing the pair (rather
 than seeding with ``seed + epoch``, as torch's ``DistributedSampler`` does) keeps the runs of
 different seeds independent: with ``seed + epoch``, seed ``s + 1`` replays seed ``s``'s epochs
 shifted by one. An epoch's indices are a pure function of ``(seed, epoch, rank, world_size)``
@@ -30,6 +31,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from fewshot_sla.engine import stream_seed
+
 __all__ = [
     "SAMPLERS",
     "class_probabilities",
@@ -44,18 +47,19 @@ __all__ = [
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """The 64-bit seed of epoch ``epoch``'s draw in run ``seed``: a hash of the pair, not ``seed + epoch``.
+    """The seed of epoch ``epoch``'s draw in run ``seed``: a hash of the pair, not ``seed + epoch``.
 
-    ``np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0]``: NumPy's SeedSequence mixes
+    :func:`fewshot_sla.engine.stream_seed` ``(seed, epoch, name="sampler")``: NumPy's SeedSequence mixes
     its whole entropy into every output word, so the streams of ``(s, e + 1)`` and ``(s + 1, e)`` are
-    unrelated, where ``seed + epoch`` makes them one and the same.
+    unrelated, where ``seed + epoch`` makes them one and the same; the name keeps the permutation apart
+    from the run's augmentation stream ``(seed, epoch, rank)``.
 
     Args:
         seed: the run's base seed, ``>= 0``.
         epoch: 0-based epoch, ``>= 0``.
 
     Returns:
-        an int in ``[0, 2**64)`` for ``torch.Generator.manual_seed``.
+        an int in ``[0, 2**63)`` for ``torch.Generator.manual_seed``.
     """
     if isinstance(seed, bool) or isinstance(epoch, bool) or int(seed) != seed or int(epoch) != epoch:
         raise ValueError(f"sampler seed and epoch must be integers, got seed={seed!r}, epoch={epoch!r}")
@@ -64,7 +68,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
             f"sampler seed and epoch must be >= 0 (SeedSequence takes non-negative entropy), got seed={seed}, "
             f"epoch={epoch}; pass a non-negative seed and 0-based epochs"
         )
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0])
+    return stream_seed(int(seed), int(epoch), name="sampler")
 
 
 def class_probabilities(name: str, counts: Sequence[int], epoch: int = 0, num_epochs: int = 200) -> np.ndarray:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
+from fewshot_sla.engine import stream_seed
 from longtail.samplers import SAMPLERS, class_probabilities, epoch_seed, make_sampler
 
 COUNTS = [900, 90, 10]
@@ -50,9 +53,14 @@ def test_unknown_and_bad_inputs():
 
 def test_epoch_seed_formula():
     for seed, epoch in [(0, 0), (1, 0), (0, 1), (5, 170), (2**40, 3)]:
-        expect = int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
+        words = [seed, epoch, zlib.crc32(b"sampler")]
+        expect = int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0]) >> 1
         assert epoch_seed(seed, epoch) == expect
     assert epoch_seed(1, 0) != epoch_seed(0, 1)  # seed + epoch would make these equal
+    # SeedSequence zero-pads its key, so without the name the permutation of (s, e) would replay the
+    # augmentation stream (s, e, rank=0) of the same run
+    assert stream_seed(3, 4) == stream_seed(3, 4, 0)
+    assert epoch_seed(3, 4) != stream_seed(3, 4, 0)
 
 
 def test_instance_is_a_permutation_sharded_like_distributed_sampler():
