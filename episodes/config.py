@@ -38,7 +38,7 @@ class FewShotConfig:
     augment_flip: bool = True  # with augment: also flip horizontally (keep off for handwriting)
     train_episodes: int = 2000  # optimiser steps of meta-training (each sees meta_batch episodes)
     val_episodes: int = 100  # episodes per validation
-    val_every: int = 500  # validate every N steps
+    val_every: int = 500  # validate every N steps (0 = only after the last step)
     test_episodes: int = 0  # test episodes (mean acc. with 95% CI); 0 = auto: 10000 protonet/r2d2/svm, 600 maml family
     meta_batch: int = 1  # episodes per optimiser step (gradients averaged; split across torchrun processes)
     optimizer: Literal["adam", "sgd"] = "adam"  # (sgd: momentum, Nesterov)

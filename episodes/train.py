@@ -92,6 +92,8 @@ def check_config(cfg: FewShotConfig, world_size: int = 1) -> None:
         )
     if cfg.meta_batch < 1 or cfg.train_episodes < 1:
         raise ValueError("--meta-batch and --train-episodes must be >= 1")
+    if cfg.val_every < 0:
+        raise ValueError(f"--val-every must be >= 1, or 0 to validate only after the last step; got {cfg.val_every}")
     resolve_test_episodes(cfg)  # --test-episodes >= 0
     if cfg.meta_batch % world_size:
         raise ValueError(
@@ -175,7 +177,7 @@ def make_loop(
         eval_final=True,
         select="val/acc_agg",
         stats=lambda out, batch: {"acc": (out["logits"].argmax(1) == out["y"]).float().mean()},
-        log_every=cfg.val_every,
+        log_every=cfg.val_every or min(100, cfg.train_episodes),  # --val-every 0: validate only at the end
         unit_name="step",
         batch_log="train_episodes.csv",
         checkpoint_every=cfg.checkpoint_every,

@@ -254,8 +254,9 @@ def fit(
     """
     from tqdm import tqdm
 
-    if loop.units < 1 or loop.accumulate < 1:
-        raise ValueError(f"Loop needs units >= 1 and accumulate >= 1, got {loop.units} and {loop.accumulate}")
+    if loop.units < 1 or loop.accumulate < 1 or loop.log_every < 1:
+        raise ValueError(f"Loop needs units, accumulate and log_every >= 1, got {loop.units}, {loop.accumulate} "
+                         f"and {loop.log_every}")
     spec, device, main = ctx.spec, ctx.device, ctx.is_main
     out = ctx.out
     ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"

@@ -342,3 +342,16 @@ def test_two_process_meta_batch_equals_one_process(omniglot_root, tmp_path):
     params = [k for k in one if "running" not in k and "num_batches" not in k]
     assert params and all(torch.allclose(one[k], two[k], atol=1e-5) for k in params)
     assert read_json(tmp_path / "two" / "metrics.json")["world_size"] == 2
+
+
+def test_negative_val_every_is_a_clear_error(tmp_path, capsys):
+    rc = main(["--val-every", "-1", "--out", str(tmp_path), "--wandb", "disabled"])
+    assert rc == 2 and "--val-every must be >= 1, or 0" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_val_every_zero_validates_once_after_the_last_step(omniglot_root, tmp_path):
+    m = run(_tiny(data_root=str(omniglot_root), train_episodes=3, val_every=0, out=str(tmp_path)))
+    hist = read_json(tmp_path / "metrics.json")["history"]
+    assert [r["step"] for r in hist] == [3] and "val/acc_agg" in hist[0]  # one row, validated at the end
+    assert m["val/best_acc"] == hist[0]["val/acc_agg"]
