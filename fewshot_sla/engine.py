@@ -349,7 +349,7 @@ def fit(
             buffers = [b.detach().clone() for b in task.buffers()]
             for p, e_p in zip(params, e):
                 p.add_(e_p)
-        optimizer.zero_grad(set_to_none=True)
+                p.grad = None  # the second gradient replaces the first
         checkpoint.set_rng_state(rng_first, loop.generators)
         forward_backward(batch)
         with torch.no_grad():  # copies, not w + e - e: the weights come back bit for bit
