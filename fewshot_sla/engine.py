@@ -10,6 +10,8 @@ owns the rest:
   process runs without it), bf16 autocast and channels_last on request (:func:`setup`);
 * the learning rate as a pure function of the unit, schedules with ``set_epoch`` (samplers, DRW
   losses), gradient accumulation (``accumulate`` batches per optimiser step, DDP-synchronised once);
+* optionally SAM (``sam_rho > 0``): each optimiser step takes the gradient at the (first-order) worst
+  point within ``rho`` of the weights: two forward/backward passes over the same batch, same random draws;
 * evaluation every ``eval_every`` units and best-checkpoint selection (``OUT/best.pt``);
 * one atomic checkpoint (:mod:`fewshot_sla.checkpoint`) every ``checkpoint_every`` units, and
   ``--resume`` that continues *exactly*: a run stopped anywhere (``stop_after``) and resumed gives
@@ -41,7 +43,8 @@ from torch import Tensor, nn
 from . import checkpoint, distributed
 from .utils import resolve_device, seed_everything
 
-__all__ = ["RunSpec", "Context", "Loop", "FitResult", "SupportsSetEpoch", "setup", "fit", "to_device", "stream_seed"]
+__all__ = ["RunSpec", "Context", "Loop", "FitResult", "SupportsSetEpoch", "setup", "fit", "to_device", "stream_seed",
+           "sam_perturbation"]
 
 
 class SupportsSetEpoch(Protocol):
@@ -107,6 +110,12 @@ class Loop:
             0 = never.
         inner_progress: a progress bar over the batches of each unit (long epochs).
         batches_per_unit: the number of batches of a unit, for that bar's total (optional).
+        sam_rho: SAM's neighbourhood radius (Foret et al., ICLR 2021); 0 = off, 0.05 the usual value.
+            Each optimiser step then runs the batch twice: the first pass gives the gradient ``g``
+            (and the logged stats, and the only update of BatchNorm's running statistics), the
+            second runs at ``w + rho * g / ||g||`` with the first pass's random draws (torch's global
+            RNGs and ``generators``), and the optimizer steps from ``w`` with the second gradient.
+            About 2x the step time; needs ``accumulate == 1``.
     """
 
     units: int
@@ -127,6 +136,7 @@ class Loop:
     checkpoint_every: int = 1
     inner_progress: bool = False
     batches_per_unit: int | None = None
+    sam_rho: float = 0.0
 
 
 @dataclass
@@ -150,6 +160,21 @@ def stream_seed(*key: int, name: str = "") -> int:
         raise ValueError(f"stream_seed: key parts must be >= 0, got {key}")
     words = [*key, zlib.crc32(name.encode())] if name else list(key)
     return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def sam_perturbation(grads: Sequence[Tensor], rho: float) -> list[Tensor]:
+    """SAM's ascent step ``e = rho * g / (||g||_2 + 1e-12)`` (Foret et al., ICLR 2021, eq. 2).
+
+    Args:
+        grads: the gradients of the parameters that have one; their norm is taken as one vector.
+        rho: the neighbourhood radius.
+
+    Returns:
+        ``e`` per gradient, same shapes and dtypes: ``||e||_2 = rho`` (for a nonzero ``g``).
+    """
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]))
+    scale = rho / (norm + 1e-12)
+    return [g * scale.to(g.dtype) for g in grads]
 
 
 def setup(spec: RunSpec) -> Context:
@@ -257,6 +282,13 @@ def fit(
     if loop.units < 1 or loop.accumulate < 1 or loop.log_every < 1:
         raise ValueError(f"Loop needs units, accumulate and log_every >= 1, got {loop.units}, {loop.accumulate} "
                          f"and {loop.log_every}")
+    if loop.sam_rho < 0:
+        raise ValueError(f"Loop.sam_rho is SAM's radius and must be >= 0 (0 = off), got {loop.sam_rho}")
+    sam = loop.sam_rho > 0
+    if sam and loop.accumulate > 1:
+        raise ValueError(f"SAM (sam_rho={loop.sam_rho}) perturbs with the gradient of a whole optimiser step and "
+                         f"does not support gradient accumulation (accumulate={loop.accumulate}): use accumulate=1 "
+                         "(a larger batch per step instead) or sam_rho=0")
     spec, device, main = ctx.spec, ctx.device, ctx.is_main
     out = ctx.out
     ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
@@ -298,6 +330,34 @@ def fit(
     if log_name and ctx.dist.world_size > 1:
         log_name = f"{Path(log_name).stem}.rank{ctx.dist.rank}{Path(log_name).suffix}"
     blog = _BatchLog(out / log_name if log_name else None, loop.unit_name, start)
+
+    def forward_backward(batch: tuple[Any, ...]) -> dict[str, Tensor]:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            res = train_model(*batch)
+        scaler.scale(res["loss"] / loop.accumulate).backward()
+        return res
+
+    def sam_second_pass(batch: tuple[Any, ...], rng_first: dict[str, Any]) -> None:
+        """Replace the gradient at ``w`` (already DDP-synchronised) by the gradient at ``w + e`` on the same
+        batch with the first pass's random draws; restore ``w``, the buffers (BatchNorm's running statistics
+        are updated once, by the first pass) and the RNG states that followed the first pass."""
+        params = [p for p in task.parameters() if p.grad is not None]
+        e = sam_perturbation([p.grad for p in params if p.grad is not None], loop.sam_rho)
+        rng_after = checkpoint.rng_state(loop.generators)
+        with torch.no_grad():
+            weights = [p.detach().clone() for p in params]
+            buffers = [b.detach().clone() for b in task.buffers()]
+            for p, e_p in zip(params, e):
+                p.add_(e_p)
+                p.grad = None  # the second gradient replaces the first
+        checkpoint.set_rng_state(rng_first, loop.generators)
+        forward_backward(batch)
+        with torch.no_grad():  # copies, not w + e - e: the weights come back bit for bit
+            for p, w in zip(params, weights):
+                p.copy_(w)
+            for b, saved in zip(task.buffers(), buffers):
+                b.copy_(saved)
+        checkpoint.set_rng_state(rng_after, loop.generators)
 
     def save_checkpoint(units_done: int) -> None:
         if not main:
@@ -348,13 +408,14 @@ def fit(
                 batch = to_device(batch, device, spec.channels_last)
                 last_micro = (micro + 1) % loop.accumulate == 0
                 no_sync = ctx.dist.world_size > 1 and not last_micro
+                rng_first = checkpoint.rng_state(loop.generators) if sam else {}
                 with train_model.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        res = train_model(*batch)
-                    loss = res["loss"]
-                    scaler.scale(loss / loop.accumulate).backward()
+                    res = forward_backward(batch)
+                loss = res["loss"]
                 micro += 1
                 if last_micro:
+                    if sam:
+                        sam_second_pass(batch, rng_first)
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
@@ -384,9 +445,9 @@ def fit(
                 res_eval = loop.evaluate(task)
                 task.train()
                 row = {loop.unit_name: done, "lr": lr, **row, **res_eval}
-                v = res_eval.get(loop.select) if loop.select else None
-                if v is not None and (best["value"] is None or v > best["value"]):
-                    best = {"metric": loop.select, "value": float(v), "unit": done}
+                score = res_eval.get(loop.select) if loop.select else None
+                if score is not None and (best["value"] is None or score > best["value"]):
+                    best = {"metric": loop.select, "value": float(score), "unit": done}
                     checkpoint.save(best_path, {"model": task.state_dict(), "unit": done, "best": best})
             if row:
                 if loop.extra is not None:

@@ -54,6 +54,8 @@ def check_config(cfg: LTConfig) -> None:
         raise ValueError("--sd distils the aggregated SLA teacher: it needs a --transform other than none")
     if cfg.imbalance_ratio < 1:
         raise ValueError(f"--imbalance-ratio must be >= 1, got {cfg.imbalance_ratio}")
+    if cfg.sam_rho < 0:
+        raise ValueError(f"--sam-rho is SAM's radius and must be >= 0 (0 = plain SGD), got {cfg.sam_rho}")
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise ValueError("--epochs must be >= 1 and --batch-size >= 2")
     world = dist_info().world_size
@@ -156,6 +158,7 @@ def make_loop(cfg: LTConfig, ctx: eng.Context, data: LTData, model: SLAClassifie
         generators={"subset": model.generator},
         inner_progress=True,
         batches_per_unit=math.ceil(len(sampler) / per_rank),
+        sam_rho=cfg.sam_rho,
     )
 
 

@@ -32,6 +32,7 @@ class LTConfig:
     lr: float = 0.1  # base learning rate (SGD)
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 2e-4  # SGD weight decay
+    sam_rho: float = 0.0  # SAM's radius (Foret et al.: 0.05; Rangwani et al. 2022, LDAM-DRW on CIFAR-LT: 0.8); 0 = SGD
     backbone: Literal["resnet20", "resnet32", "resnet56"] = "resnet32"  # CIFAR ResNet
     seed: int = 0  # seed of init, sampler and augmentation (not of the subset: see subset_seed)
     out: str = "runs/longtail"  # output folder

@@ -107,6 +107,16 @@ def test_resume_is_exact_through_drw(folder, tmp_path, stop):
     assert all(json.loads(x)["train/loss"] != 123.0 for x in jb)
 
 
+def test_sam_is_in_effect(folder, tmp_path):
+    """--sam-rho reaches the engine: same seed, SAM or plain SGD, different training."""
+    kw = dict(epochs=1, limit_train=48, limit_test=8)
+    run(tiny(folder, tmp_path / "sgd", **kw))
+    run(tiny(folder, tmp_path / "sam", sam_rho=0.5, **kw))
+    h0, h1 = (read_json(tmp_path / r / "metrics.json")["history"][0] for r in ("sgd", "sam"))
+    assert h0["train/loss"] != h1["train/loss"]
+    assert read_json(tmp_path / "sam" / "metrics.json")["config"]["sam_rho"] == 0.5
+
+
 def test_seeds_share_the_subset_and_differ_in_training(folder, tmp_path):
     a, b = load_data(tiny(folder, "x", seed=0), False), load_data(tiny(folder, "x", seed=1), False)
     assert torch.equal(a.train_images, b.train_images) and a.counts == b.counts == [60, 33, 18, 10]
@@ -159,6 +169,7 @@ def test_grid_table(folder, tmp_path, capsys):
         (["--transform", "flip"], "unknown transform 'flip'"),
         (["--sd"], "--sd distils the aggregated SLA teacher"),
         (["--batch-size", "1"], "--batch-size >= 2"),
+        (["--sam-rho", "-1"], "--sam-rho is SAM's radius and must be >= 0"),
     ],
 )
 def test_bad_input_is_a_clear_error(argv, msg, tmp_path, capsys):
