@@ -278,10 +278,18 @@ class Group:
         return [r for r in self.runs if r.finished]
 
 
+#: Config keys added after runs were recorded, per kind, with the value that gives the behaviour of a run
+#: recorded without them (so that adding a field does not split old and new runs of one method).
+ADDED_KEYS: dict[str, dict[str, Any]] = {
+    "longtail": {"vs_gamma": 0.2, "vs_tau": 1.2, "sam_rho": 0.0},
+}
+
+
 def group_runs(runs: Sequence[Run], ignore: Iterable[str] = BOOKKEEPING_KEYS) -> list[Group]:
     """Group the long-tail and few-shot runs that differ only by the keys in ``ignore`` (the seed and
     bookkeeping), in order of first appearance, and label each group by the config fields that
-    differ between the groups of its kind (a missing key counts as a value of its own). With a
+    differ between the groups of its kind (a missing key counts as a value of its own, except the
+    keys of :data:`ADDED_KEYS`, which take their old-behaviour value). With a
     single group of a kind, the label names its method keys (loss, drw, transform, sd; or learner,
     ways, shots, transform). Runs of kind ``"other"`` are not grouped.
     """
@@ -290,7 +298,8 @@ def group_runs(runs: Sequence[Run], ignore: Iterable[str] = BOOKKEEPING_KEYS) ->
     for r in runs:
         if r.kind == "other":
             continue
-        settings = {k: v for k, v in r.config.items() if k not in ignored}
+        config = {**r.config, **{k: v for k, v in ADDED_KEYS.get(r.kind, {}).items() if k not in r.config}}
+        settings = {k: v for k, v in config.items() if k not in ignored}
         key = (r.kind, _hashable(settings))
         if key not in groups:
             groups[key] = Group(r.kind, settings)

@@ -357,3 +357,12 @@ def test_without_matplotlib_plots_fail_with_the_install_command(runs_root: Path,
         per_class_plot({"a": [0.5]}, [10], tmp_path / "x.png")
     text = write_report([runs_root / "fs"], tmp_path / "rep").read_text()  # the report still comes
     assert "Plots skipped: plotting needs matplotlib" in text and "92.00 +- 0.50" in text
+
+
+def test_a_config_key_added_later_does_not_split_a_method(tmp_path: Path):
+    old = {k: v for k, v in lt_config(seed=0).items() if k not in ("vs_gamma", "vs_tau", "sam_rho")}
+    write_run(tmp_path / "old", lt_metrics(0.5), old, {"class_counts": COUNTS})
+    write_run(tmp_path / "new", lt_metrics(0.7), {**lt_config(seed=1), "sam_rho": 0.0}, {"class_counts": COUNTS})
+    write_run(tmp_path / "sam", lt_metrics(0.6), {**lt_config(seed=0), "sam_rho": 0.05}, {"class_counts": COUNTS})
+    groups = group_runs(load_runs([tmp_path]))
+    assert [(g.label, sorted(r.seed for r in g.runs)) for g in groups] == [("sam_rho=0", [0, 1]), ("sam_rho=0.05", [0])]
