@@ -25,6 +25,7 @@ __all__ = [
     "DataError",
     "seed_everything",
     "resolve_device",
+    "inference_batches",
     "git_commit",
     "atomic_torch_save",
     "atomic_write_text",
@@ -49,6 +50,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return dev
+
+
+def inference_batches(n: int, size: int) -> list[slice]:
+    """Slices of at most ``size`` rows (``size`` >= 2) covering ``n`` rows, never a lone last row: a trailing batch
+    of 1 joins the batch before it. On CPU PyTorch sends a batch of 1 to another convolution kernel, whose sums
+    run in another order, so an image scored alone differs in the last bits from the same image in a batch;
+    the test evaluation and the predictors batch with this, and agree exactly."""
+    size = max(2, int(size))
+    bounds = list(range(0, n, size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 def git_commit(path: str | Path | None = None) -> str | None:

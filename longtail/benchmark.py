@@ -36,7 +36,7 @@ from fewshot_sla.distributed import shutdown
 from fewshot_sla.metrics import accuracy, balanced_accuracy, per_class_accuracy, shot_group_accuracy
 from fewshot_sla.nets import make_backbone
 from fewshot_sla.tracking import RunLogger, format_table
-from fewshot_sla.utils import DataError, write_json
+from fewshot_sla.utils import DataError, inference_batches, write_json
 
 from .config import LTConfig
 from .data import CIFAR_MEAN, CIFAR_STD, LTData, load_longtail, normalize
@@ -166,8 +166,8 @@ def make_loop(cfg: LTConfig, ctx: eng.Context, data: LTData, model: SLAClassifie
 def evaluate(model: SLAClassifier, images: Tensor, device: torch.device, batch: int = 500) -> dict[str, np.ndarray]:
     """Predicted classes of every mode the model has, ``{mode: (N,)}``, on uint8 test images."""
     preds: dict[str, list[np.ndarray]] = {m: [] for m in model.modes()}
-    for s in range(0, len(images), batch):
-        x = normalize(images[s : s + batch].to(device))
+    for rows in inference_batches(len(images), batch):
+        x = normalize(images[rows].to(device))
         for mode in preds:
             preds[mode].append(model.predict(x, mode).argmax(1).cpu().numpy())
     return {m: np.concatenate(p) for m, p in preds.items()}

@@ -30,7 +30,7 @@ from torch import Tensor
 from fewshot_sla import SLAClassifier, checkpoint
 from fewshot_sla.config import ConfigError, load_config
 from fewshot_sla.io import decode_images
-from fewshot_sla.utils import DataError, read_json
+from fewshot_sla.utils import DataError, inference_batches, read_json
 
 from .config import LTConfig
 from .data import IMAGE_EXTENSIONS, normalize
@@ -182,13 +182,10 @@ class LongTailPredictor:
         x = self.load_images(images)
         scale = self.logit_scale(mode)
         out = []
-        step = max(2, int(batch_size))
-        for a in range(0, len(x), step):
-            chunk = x[a : a + step]
-            # never a batch of 1: on CPU PyTorch sends it to another convolution kernel whose sums run in
-            # another order, so one image alone would score differently (in the last bits) than in a batch
+        for rows in inference_batches(len(x), batch_size):  # the batching of the run's test evaluation
+            chunk = x[rows]
             n = len(chunk)
-            if n == 1:
+            if n == 1:  # a single image: scored as in a batch (see inference_batches), then kept alone
                 chunk = chunk.expand(2, *chunk.shape[1:])
             z = self.model.predict(normalize(chunk.to(self.device)), mode)[:n]
             out.append(torch.softmax(scale * z.float(), dim=1).cpu())

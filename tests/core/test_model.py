@@ -205,3 +205,16 @@ def test_distill_scale_reaches_the_kl_term_only():
     assert not torch.allclose(out["sd_loss"], unscaled.detach())
     with pytest.raises(ValueError, match="distill_scale must be > 0"):
         tiny(distill=True, distill_scale=0.0)
+
+
+def test_inference_batches_never_leave_a_lone_last_row():
+    from fewshot_sla.utils import inference_batches
+
+    def spans(n, size):
+        return [(s.start, s.stop) for s in inference_batches(n, size)]
+
+    assert spans(1000, 500) == [(0, 500), (500, 1000)]
+    assert spans(1001, 500) == [(0, 500), (500, 1001)]  # the lone 1001st row joins the batch before it
+    assert spans(1002, 500) == [(0, 500), (500, 1000), (1000, 1002)]
+    assert spans(7, 1) == [(0, 2), (2, 4), (4, 7)]  # batches of at least 2
+    assert spans(1, 500) == [(0, 1)] and spans(0, 500) == []

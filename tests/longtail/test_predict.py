@@ -81,6 +81,8 @@ def test_paths_pil_and_tensors_give_the_same_scores(trained, folder):
     assert torch.equal(pred.predict([Image.open(p) for p in files]), by_path)
     assert torch.equal(pred.predict(tensors), by_path)
     assert torch.equal(pred.predict(files[3]), by_path[3:4])  # one image
+    # a batch size that leaves one image over: it joins the batch before it, and the scores stay the same
+    assert torch.equal(pred.predict(tensors, batch_size=len(tensors) - 1), by_path)
     # another size: resized (PIL bilinear) the same way whatever the form
     big = [Image.open(p).resize((48, 48)) for p in files[:5]]
     big_t = torch.from_numpy(np.stack([np.asarray(im).transpose(2, 0, 1) for im in big]))
