@@ -41,10 +41,10 @@ class ToyTask(nn.Module):
 
 
 def toy_run(out: Path, stop_after: int = 0, resume: bool = False, units: int = 6, evaluate=None, select=None,
-            switch: int = 4, amp: bool = False):
+            switch: int = 4, amp: bool = False, accumulate: int = 2, sam_rho: float = 0.0, weight_decay: float = 0.0):
     ctx = engine.setup(engine.RunSpec(str(out), seed=3, resume=resume, stop_after=stop_after, progress=False, amp=amp))
     task = ToyTask(switch)
-    opt = torch.optim.SGD(task.parameters(), lr=0.1, momentum=0.9)
+    opt = torch.optim.SGD(task.parameters(), lr=0.1, momentum=0.9, weight_decay=weight_decay)
     data_x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
     data_y = torch.arange(40) % 3
 
@@ -57,7 +57,7 @@ def toy_run(out: Path, stop_after: int = 0, resume: bool = False, units: int = 6
         units=units,
         batches=batches,
         lr=lambda u: 0.1 if u < 3 else 0.01,  # a milestone at unit 3
-        accumulate=2,
+        accumulate=accumulate,
         set_epoch=[task],  # the loss switch at unit 4 (DRW-like)
         evaluate=evaluate,
         eval_every=1 if evaluate else 0,
@@ -65,6 +65,7 @@ def toy_run(out: Path, stop_after: int = 0, resume: bool = False, units: int = 6
         stats=lambda o, b: {"acc": (o["logits"].argmax(1) == o["y"]).float().mean()},
         generators={"subset": task.generator},
         batch_log="batches.csv",
+        sam_rho=sam_rho,
     )
     res = engine.fit(task, opt, loop, ctx)
     return task, res

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from fewshot_sla import engine
 from tests.core.test_engine import ToyTask
+from tests.core.test_engine import toy_run as engine_toy_run
 
 
 class LinearMSE(nn.Module):
@@ -62,28 +63,9 @@ def test_sam_perturbation_has_norm_rho():
 
 
 def toy_run(out: Path, rho: float, stop_after: int = 0, resume: bool = False, units: int = 4):
-    """test_engine's toy task (BN + dropout + a random subset from its own generator), one batch per step."""
-    ctx = engine.setup(engine.RunSpec(str(out), seed=3, resume=resume, stop_after=stop_after, progress=False))
-    task = ToyTask(switch=2)
-    opt = torch.optim.SGD(task.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
-    data_x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
-    data_y = torch.arange(40) % 3
-
-    def batches(u: int):
-        perm = torch.randperm(40, generator=torch.Generator().manual_seed(engine.stream_seed(3, u)))
-        return [(data_x[b], data_y[b]) for b in perm.split(8)]
-
-    loop = engine.Loop(
-        units=units,
-        batches=batches,
-        lr=lambda u: 0.1 if u < 3 else 0.01,
-        set_epoch=[task],
-        stats=lambda o, b: {"acc": (o["logits"].argmax(1) == o["y"]).float().mean()},
-        generators={"subset": task.generator},
-        batch_log="batches.csv",
-        sam_rho=rho,
-    )
-    return task, engine.fit(task, opt, loop, ctx)
+    """test_engine's toy run (BN + dropout + a random subset from its own generator, a milestone at unit 3 and
+    a loss switch at unit 2), one batch per optimiser step and a little weight decay."""
+    return engine_toy_run(out, stop_after, resume, units, switch=2, accumulate=1, sam_rho=rho, weight_decay=1e-3)
 
 
 def batch_rows(out: Path) -> list[list[str]]:
