@@ -286,13 +286,15 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(FewShotConfig, argv, prog="sla-fewshot")
+    ok = False
     try:
         m = run(cfg)
+        ok = True
     except (DataError, ValueError, ConfigError, ImportError) as e:  # ImportError: learn2learn or qpth missing
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        shutdown()
+        shutdown(synchronize=ok)
     if "test/acc_agg" in m and get_transform(cfg.transform).m == 1:
         acc, ci = 100 * m["test/acc"], 100 * m["test/acc_ci95"]
         print(f"test: baseline {acc:.2f} +- {ci:.2f}   ({m['test/episodes']} episodes)")

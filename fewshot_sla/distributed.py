@@ -6,6 +6,7 @@ NCCL when the run is on CUDA, gloo on CPU. Without it every helper is a no-op (r
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -69,6 +70,15 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     return box[0]
 
 
-def shutdown() -> None:
+def shutdown(synchronize: bool = True) -> None:
+    """End the process group, on every rank together when ``synchronize`` (pass False after an error, when a peer
+    may never reach this call).
+
+    The barrier keeps one rank from closing its connections while a peer still has traffic in flight, and the
+    collection frees objects that still hold the group (a DDP wrapper's reducer) while the interpreter is fully
+    alive: gloo freed during interpreter teardown can abort the process after a run that succeeded."""
     if is_initialized():
+        if synchronize:
+            dist.barrier()
+        gc.collect()
         dist.destroy_process_group()

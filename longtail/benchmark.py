@@ -273,6 +273,7 @@ def run_grid(cfg: LTConfig) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(LTConfig, argv, prog="sla-longtail")
+    ok = False
     try:
         if cfg.grid_loss or cfg.grid_transform:
             run_grid(cfg)
@@ -280,11 +281,12 @@ def main(argv: list[str] | None = None) -> int:
             met = run(cfg)
             if dist_info().is_main and "test/acc" in met:
                 print(format_table([{k: v for k, v in met.items() if isinstance(v, float)}]))
+        ok = True
     except (DataError, ValueError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        shutdown()
+        shutdown(synchronize=ok)
     return 0
 
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from fewshot_sla import checkpoint, engine
 from fewshot_sla.utils import DataError
+from tests.launch import torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,8 +206,7 @@ def test_ddp_global_batch_equals_one_process(tmp_path):
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for name, launcher in (("one", [sys.executable]),
-                           ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                                    "--master_port=29533"])):
+                           ("two", torchrun(2))):
         (tmp_path / name).mkdir()
         res = subprocess.run([*launcher, str(script), str(tmp_path / name), "16"], env=env, capture_output=True,
                              text=True, timeout=300)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from fewshot_sla import engine
 from tests.core.test_engine import ToyTask
 from tests.core.test_engine import toy_run as engine_toy_run
+from tests.launch import torchrun
 
 
 class LinearMSE(nn.Module):
@@ -193,8 +194,7 @@ def test_ddp_sam_equals_one_process(tmp_path):
     script = tmp_path / "ddp_sam.py"
     script.write_text(DDP_SCRIPT.replace("checkpoint_every=0)", "checkpoint_every=0, sam_rho=float(sys.argv[3]))"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534"]
-    runs = {"one": ([sys.executable], "0.5"), "two": (torchrun, "0.5"), "plain": ([sys.executable], "0")}
+    runs = {"one": ([sys.executable], "0.5"), "two": (torchrun(2), "0.5"), "plain": ([sys.executable], "0")}
     params = {}
     for name, (launcher, rho) in runs.items():
         (tmp_path / name).mkdir()

@@ -11,6 +11,7 @@ from episodes import EpisodeSampler, ProtoNet, SLAEpisode, class_index, episode_
 from episodes.data import load_fewshot, omniglot_split
 from episodes.train import FewShotConfig, main, run
 from fewshot_sla.utils import read_json
+from tests.launch import torchrun
 
 LABELS = np.repeat(np.arange(10), [5, 6, 7, 8, 9, 10, 11, 12, 13, 14])
 
@@ -333,8 +334,7 @@ def test_two_process_meta_batch_equals_one_process(omniglot_root, tmp_path):
             "--val-every", "3", "--val-episodes", "2", "--test-episodes", "2", "--queries", "2", "--device", "cpu",
             "--num-threads", "1", "--wandb", "disabled", "--checkpoint-every", "3"]
     for name, launcher in (("one", [sys.executable]),
-                           ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                                    "--master_port=29541"])):
+                           ("two", torchrun(2))):
         res = subprocess.run([*launcher, *args, "--out", str(tmp_path / name)], env=env, capture_output=True,
                              text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]

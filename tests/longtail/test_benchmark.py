@@ -22,6 +22,7 @@ from fewshot_sla.utils import read_json
 from longtail import losses as L
 from longtail.benchmark import build_model, limit_per_class, load_data, main, run
 from longtail.schedules import scale_epochs
+from tests.launch import torchrun
 from tests.longtail.synthetic import tiny, write_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,7 +209,7 @@ def test_real_cifar10_lt_tiny(cifar10_imagefolder, tmp_path):
 @pytest.mark.dist
 def test_two_process_gloo_global_batch(folder, tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m",
+    cmd = [*torchrun(2), "-m",
            "longtail.benchmark", "--dataset", "imagefolder", "--data-root", str(folder), "--imbalance-ratio", "6",
            "--epochs", "2", "--batch-size", "16", "--backbone", "resnet20", "--device", "cpu", "--num-threads", "1",
            "--out", str(tmp_path), "--transform", "rotation2", "--wandb", "disabled"]
