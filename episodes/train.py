@@ -39,7 +39,7 @@ from fewshot_sla import checkpoint, get_transform
 from fewshot_sla import engine as eng
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import ConfigError, parse_config, save_config, to_dict
-from fewshot_sla.distributed import shutdown
+from fewshot_sla.distributed import closing_group
 from fewshot_sla.metrics import mean_ci95
 from fewshot_sla.tracking import RunLogger
 from fewshot_sla.transforms import Transform
@@ -286,15 +286,12 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(FewShotConfig, argv, prog="sla-fewshot")
-    ok = False
     try:
-        m = run(cfg)
-        ok = True
+        with closing_group():
+            m = run(cfg)
     except (DataError, ValueError, ConfigError, ImportError) as e:  # ImportError: learn2learn or qpth missing
         print(f"error: {e}", file=sys.stderr)
         return 2
-    finally:
-        shutdown(synchronize=ok)
     if "test/acc_agg" in m and get_transform(cfg.transform).m == 1:
         acc, ci = 100 * m["test/acc"], 100 * m["test/acc_ci95"]
         print(f"test: baseline {acc:.2f} +- {ci:.2f}   ({m['test/episodes']} episodes)")

@@ -6,14 +6,17 @@ NCCL when the run is on CUDA, gloo on CPU. Without it every helper is a no-op (r
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "info", "init", "is_initialized", "barrier", "all_reduce_sum", "broadcast_object", "shutdown"]
+__all__ = ["DistInfo", "info", "init", "is_initialized", "barrier", "all_reduce_sum", "broadcast_object", "shutdown",
+           "closing_group"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +85,15 @@ def shutdown(synchronize: bool = True) -> None:
             dist.barrier()
         gc.collect()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def closing_group() -> Iterator[None]:
+    """Run the body, then :func:`shutdown`: with every rank together when the body returned, without waiting
+    after an error (the entry points wrap their run in this)."""
+    try:
+        yield
+    except BaseException:
+        shutdown(synchronize=False)
+        raise
+    shutdown()

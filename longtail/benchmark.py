@@ -31,8 +31,8 @@ from fewshot_sla import SLAClassifier, get_transform
 from fewshot_sla import engine as eng
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import ConfigError, config_from_dict, parse_config, save_config, to_dict
+from fewshot_sla.distributed import closing_group
 from fewshot_sla.distributed import info as dist_info
-from fewshot_sla.distributed import shutdown
 from fewshot_sla.metrics import accuracy, balanced_accuracy, per_class_accuracy, shot_group_accuracy
 from fewshot_sla.nets import make_backbone
 from fewshot_sla.tracking import RunLogger, format_table
@@ -273,20 +273,17 @@ def run_grid(cfg: LTConfig) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(LTConfig, argv, prog="sla-longtail")
-    ok = False
     try:
-        if cfg.grid_loss or cfg.grid_transform:
-            run_grid(cfg)
-        else:
-            met = run(cfg)
-            if dist_info().is_main and "test/acc" in met:
-                print(format_table([{k: v for k, v in met.items() if isinstance(v, float)}]))
-        ok = True
+        with closing_group():
+            if cfg.grid_loss or cfg.grid_transform:
+                run_grid(cfg)
+            else:
+                met = run(cfg)
+                if dist_info().is_main and "test/acc" in met:
+                    print(format_table([{k: v for k, v in met.items() if isinstance(v, float)}]))
     except (DataError, ValueError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    finally:
-        shutdown(synchronize=ok)
     return 0
 
 
