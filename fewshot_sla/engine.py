@@ -177,6 +177,15 @@ def sam_perturbation(grads: Sequence[Tensor], rho: float) -> list[Tensor]:
     return [g * scale.to(g.dtype) for g in grads]
 
 
+EMULATED_BF16 = ("--amp on a CPU without native bf16 (AVX512-BF16/AMX): bf16 is emulated there and many times "
+                 "slower than fp32 (docs/performance.md); drop --amp")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), i.e. whether CPU ``--amp`` pays off."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def setup(spec: RunSpec) -> Context:
     """Threads, device (this rank's GPU under torchrun), process group, and the global seeds.
 
@@ -296,9 +305,8 @@ def fit(
     task.to(device)
     task.to(memory_format=fmt)
     amp = spec.amp and device.type in ("cuda", "cpu")
-    if amp and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        warnings.warn("--amp on a CPU without native bf16 (AVX512-BF16/AMX): bf16 is emulated there and slower "
-                      "than fp32; drop --amp", stacklevel=2)
+    if amp and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(EMULATED_BF16, stacklevel=2)
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling; kept in the format
     start, history = 0, []
     best: dict[str, Any] = {"metric": loop.select, "value": None, "unit": None}

@@ -254,6 +254,20 @@ def check_run_args(plans: list[RunPlan]) -> None:
                   f"{cfg.imbalance_ratio:g}", file=sys.stderr)
 
 
+def warn_emulated_bf16(plans: list[RunPlan]) -> None:
+    """Say once, on the console, what each run would otherwise write only into its own log: ``--amp`` on a
+    CPU without native bf16 makes every run many times slower than fp32."""
+    from fewshot_sla.config import parse_config
+    from fewshot_sla.engine import EMULATED_BF16, cpu_has_native_bf16
+
+    from .config import LTConfig
+
+    cfg = parse_config(LTConfig, list(plans[0].argv), prog="sla-longtail")
+    on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not _uses_cuda([]))
+    if cfg.amp and on_cpu and not cpu_has_native_bf16():
+        print(f"warning: {EMULATED_BF16} (from every run's options)", file=sys.stderr)
+
+
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """Protocol options and the pass-through arguments (unknown options, then everything after ``--``)."""
     after: list[str] = []
@@ -441,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             else None
         plans = plan_grid(args, extra, threads)
         check_run_args(plans)
+        warn_emulated_bf16(plans)
     except ProtocolError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -127,3 +127,16 @@ def test_bad_usage_is_one_clear_error(extra, msg, capsys):
     assert main(["--data-root", "DATA", "--jobs", "1", "--dry-run", *extra]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("error: ") and msg in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_amp_on_a_cpu_without_native_bf16_is_said_once_on_the_console(native, monkeypatch, capsys):
+    import fewshot_sla.engine as eng
+
+    monkeypatch.setattr(eng, "cpu_has_native_bf16", lambda: native)
+    argv = ["--data-root", "DATA", "--losses", "ce", "--seeds", "0 1", "--jobs", "1", "--dry-run", "--device", "cpu"]
+    assert main([*argv, "--amp"]) == EXIT_DONE
+    err = capsys.readouterr().err
+    assert (err.count("drop --amp") == 1) is not native and ("warning" in err) is not native
+    assert main(argv) == EXIT_DONE  # fp32: nothing to say
+    assert "drop --amp" not in capsys.readouterr().err
