@@ -113,10 +113,11 @@ def test_paths_pil_and_tensors_give_the_same_scores(trained, omniglot_root):
     assert sx_big.shape[-1] == 105
     big = pred.predict(sx_big, labels, qx_big)
     assert torch.allclose(big, by_path, atol=2e-2) and torch.equal(big.argmax(1), by_path.argmax(1))
-    # labels may be any hashables: ints in another order give the same columns, permuted
+    # labels may be any hashables: ints in another order give the same columns, permuted (up to the last bits:
+    # the prototypes sit in another order in the distance product, whose CPU kernel may sum in another order)
     ints = [{"a": 7, "b": 3, "c": 5}["abc"[i // 2]] for i in range(6)]  # classes 7, 3, 5 -> columns 3, 5, 7
     by_int = pred.predict(s_paths, ints, q_paths)
-    assert pred.classes == [3, 5, 7] and torch.equal(by_int, by_path[:, [1, 2, 0]])
+    assert pred.classes == [3, 5, 7] and torch.allclose(by_int, by_path[:, [1, 2, 0]], rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow
