@@ -177,7 +177,11 @@ def _cpu_count() -> int:
 
 
 def _uses_cuda(extra: list[str]) -> bool:
-    device = _passthrough_value(extra, "--device") or "auto"
+    return _is_cuda(_passthrough_value(extra, "--device") or "auto")
+
+
+def _is_cuda(device: str) -> bool:
+    """Whether sla-longtail's ``--device`` value trains on a GPU here (``auto``: when one is present)."""
     if device != "auto":
         return device.startswith("cuda")
     import torch
@@ -225,14 +229,17 @@ def plan_grid(args: argparse.Namespace, extra: list[str], threads: int | None) -
 def check_run_args(plans: list[RunPlan]) -> None:
     """Parse each recipe's run arguments as ``sla-longtail`` will, so that a bad pass-through option or recipe
     is one clear error now rather than a failure of every run; warn when a recipe's imbalance ratio is not the
-    grid's (its weight decay was chosen for the other one)."""
+    grid's (its weight decay was chosen for the other one), and say once, on the console, what each run would
+    otherwise write only into its own log: ``--amp`` on a CPU without native bf16 makes runs many times slower."""
     import contextlib
     import io
 
     from fewshot_sla.config import parse_config
+    from fewshot_sla.engine import EMULATED_BF16, cpu_has_native_bf16
 
     from .config import LTConfig
 
+    emulated_bf16 = False
     seen: set[Path | None] = set()
     for plan in plans:
         if plan.recipe in seen:
@@ -252,20 +259,9 @@ def check_run_args(plans: list[RunPlan]) -> None:
         if plan.recipe and base.imbalance_ratio != cfg.imbalance_ratio:
             print(f"warning: recipe {plan.recipe} is for imbalance ratio {base.imbalance_ratio:g}, the grid's is "
                   f"{cfg.imbalance_ratio:g}", file=sys.stderr)
-
-
-def warn_emulated_bf16(plans: list[RunPlan]) -> None:
-    """Say once, on the console, what each run would otherwise write only into its own log: ``--amp`` on a
-    CPU without native bf16 makes every run many times slower than fp32."""
-    from fewshot_sla.config import parse_config
-    from fewshot_sla.engine import EMULATED_BF16, cpu_has_native_bf16
-
-    from .config import LTConfig
-
-    cfg = parse_config(LTConfig, list(plans[0].argv), prog="sla-longtail")
-    on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not _uses_cuda([]))
-    if cfg.amp and on_cpu and not cpu_has_native_bf16():
-        print(f"warning: {EMULATED_BF16} (from every run's options)", file=sys.stderr)
+        emulated_bf16 |= cfg.amp and not _is_cuda(cfg.device) and not cpu_has_native_bf16()
+    if emulated_bf16:
+        print(f"warning: {EMULATED_BF16} (from the runs' options)", file=sys.stderr)
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -455,7 +451,6 @@ def main(argv: list[str] | None = None) -> int:
             else None
         plans = plan_grid(args, extra, threads)
         check_run_args(plans)
-        warn_emulated_bf16(plans)
     except ProtocolError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
