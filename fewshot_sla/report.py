@@ -404,6 +404,7 @@ def _table_rows(groups: Sequence[Group], kind: str) -> tuple[list[dict[str, str]
                     "acc +- 95% CI": _cell_mean_ci(runs, "test/acc"),
                     "acc +- std (seeds)": _cell_mean_std(runs, "test/acc"),
                     "SI +- 95% CI": _cell_mean_ci(runs, "test/acc_single"),
+                    "SI +- std (seeds)": _cell_mean_std(runs, "test/acc_single"),
                 }
             )
         rows.append(row)
@@ -422,7 +423,8 @@ _LEGENDS = {
         "Test accuracy in %. `acc +- 95% CI`: mean over seeds of each run's mean episode accuracy "
         "(`test/acc`: SLA+AG with SLA, plain accuracy for the baseline), +- the mean of the runs' 95% "
         "confidence half-widths (1.96 std / sqrt(episodes)). `acc +- std (seeds)`: the same mean +- the "
-        "sample std (ddof=1) of the runs' accuracies, n/a with one seed. SI: SLA+SI with its mean 95% CI. "
+        "sample std (ddof=1) of the runs' accuracies, n/a with one seed. SI: SLA+SI, with its mean 95% CI and "
+        "with its std over seeds. "
         "`(k of n seeds)`: only k runs had a value (null in metrics.json); `n/a`: none had."
     ),
 }

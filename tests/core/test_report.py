@@ -153,7 +153,7 @@ def runs_root(tmp_path: Path) -> Path:
     write_run(root / "lt" / "ldam_s2", {"epochs_done": 3}, lt_config(seed=2, **sla))  # stopped early
     write_run(root / "lt" / "ldam_s3", {}, lt_config(seed=3, **sla), with_metrics=False)  # never wrote metrics.json
     write_run(root / "fs" / "sla_s0", fs_metrics(0.90, 0.004), fs_config(seed=0))
-    write_run(root / "fs" / "sla_s1", fs_metrics(0.94, 0.006), fs_config(seed=1))
+    write_run(root / "fs" / "sla_s1", fs_metrics(0.94, 0.006, 0.53), fs_config(seed=1))
     write_run(root / "fs" / "base_s0", fs_metrics(0.85, 0.005, 0.85, 0.005), fs_config(transform="none"))
     write_run(
         root / "demo",
@@ -270,9 +270,10 @@ def test_longtail_table_exact_means_stds_and_nulls(runs_root: Path):
 def test_fewshot_table_ci_columns(runs_root: Path):
     table = report_table(load_runs([runs_root]))
     rows = rows_of(table.split("## Few-shot")[1])
-    # method, seeds, episodes, acc +- 95% CI, acc +- std (seeds), SI +- 95% CI
-    assert rows["transform=rotation"][1:] == ["2", "600", "92.00 +- 0.50", "92.00 +- 2.83", "50.00 +- 1.00"]
-    assert rows["transform=none"][1:] == ["1", "600", "85.00 +- 0.50", "85.00 +- n/a", "85.00 +- 0.50"]
+    # method, seeds, episodes, acc +- 95% CI, acc +- std (seeds), SI +- 95% CI, SI +- std (seeds)
+    rot = ["2", "600", "92.00 +- 0.50", "92.00 +- 2.83", "51.50 +- 1.00", "51.50 +- 2.12"]  # SI 0.50, 0.53
+    assert rows["transform=rotation"][1:] == rot
+    assert rows["transform=none"][1:] == ["1", "600", "85.00 +- 0.50", "85.00 +- n/a", "85.00 +- 0.50", "85.00 +- n/a"]
     header = next(line for line in table.split("## Few-shot")[1].splitlines() if line.startswith("| method"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
         "method",
@@ -281,6 +282,7 @@ def test_fewshot_table_ci_columns(runs_root: Path):
         "acc +- 95% CI",
         "acc +- std (seeds)",
         "SI +- 95% CI",
+        "SI +- std (seeds)",
     ]
 
 
