@@ -80,7 +80,9 @@ def test_paths_pil_and_tensors_give_the_same_scores(trained, folder):
     assert torch.equal(pred.predict([str(p) for p in files]), by_path)
     assert torch.equal(pred.predict([Image.open(p) for p in files]), by_path)
     assert torch.equal(pred.predict(tensors), by_path)
-    assert torch.equal(pred.predict(files[3]), by_path[3:4])  # one image
+    # one image: a forward pass over a batch of 1 may pick other CPU kernels (oneDNN, AMX) than one over
+    # the whole set, so its scores agree to float rounding, not bit for bit
+    torch.testing.assert_close(pred.predict(files[3]), by_path[3:4], rtol=1e-4, atol=1e-6)
     # a batch size that leaves one image over: it joins the batch before it, and the scores stay the same
     assert torch.equal(pred.predict(tensors, batch_size=len(tensors) - 1), by_path)
     # another size: resized (PIL bilinear) the same way whatever the form
