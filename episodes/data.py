@@ -94,6 +94,9 @@ __all__ = [
     "OMNIGLOT_SCHEMES",
     "cifar_fs_split",
     "load_splits",
+    "load_data",
+    "episode_shapes",
+    "class_digest",
     "Stats",
     "IMAGE_EXTENSIONS",
     "load_imagefolder",
@@ -153,6 +156,9 @@ class FewShotData:
     # (mean, std) to normalise with, when not the data set's fixed DATASET_STATS: an image folder's, measured on its
     # train split and carried by all three splits (val and test are normalised as the network was trained)
     stats: Stats | None = None
+    # image folders: a digest of each class's files (names and sizes), in class order; what a run records so that a
+    # re-test, a resume or a predictor notices files added, removed or rewritten since training (None elsewhere)
+    class_digests: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -658,10 +664,36 @@ def _image_class(folder: Path) -> _ImageClass:
     return _ImageClass(folder.name, folder, files)
 
 
-def _list_imagefolder(
-    root: Path, class_split: Sequence[float] = (), split_seed: int = 0
+def class_digest(c: _ImageClass) -> str:
+    """A digest of one class folder's files (names and sizes, in order): it changes when a file is added, removed,
+    renamed or rewritten with another size."""
+    return files_digest(f"{p.name}:{p.stat().st_size}" for p in c.files)
+
+
+def _recorded_classes(
+    root: Path, classes: Mapping[str, Sequence[str]], split_layout: bool
 ) -> dict[str, list[_ImageClass]]:
-    """The classes of each split of an image folder, with every layout check (see :func:`load_imagefolder`)."""
+    """The class folders a run recorded, split by split; folders added since are ignored, a missing one is an error."""
+    out: dict[str, list[_ImageClass]] = {}
+    for s in SPLITS:
+        folders = [(root / s / n) if split_layout else (root / n) for n in classes[s]]
+        missing = [f for f in folders if not f.is_dir()]
+        if missing:
+            raise DataError(
+                f"the run recorded {len(classes[s])} {s} classes of image folder {root}, but {len(missing)} of their "
+                f"folders are gone (e.g. {missing[0]}); restore them (the run's classes are in its recipe.json), or "
+                "train a new run on the folder as it is now"
+            )
+        out[s] = [_image_class(f) for f in folders]
+    return out
+
+
+def _list_imagefolder(
+    root: Path, class_split: Sequence[float] = (), split_seed: int = 0,
+    classes: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, list[_ImageClass]]:
+    """The classes of each split of an image folder, with every layout check (see :func:`load_imagefolder`);
+    ``classes`` (a run's recorded class lists) replaces the listing and the split."""
     if not root.is_dir():
         raise DataError(
             f"image folder {str(root)!r} does not exist or is not a folder; expected {_IMAGEFOLDER_LAYOUTS}"
@@ -688,16 +720,21 @@ def _list_imagefolder(
                 f"--class-split applies to a flat image folder, but {root} has train/, val/ and test/ folders, which "
                 "already split the classes; drop --class-split"
             )
+        if classes is not None:
+            return _recorded_classes(root, classes, split_layout=True)
         out = {}
         for s in SPLITS:
-            classes = _subfolders(root / s)
-            if not classes:
+            found = _subfolders(root / s)
+            if not found:
                 raise DataError(
                     f"the {s} split of image folder {root} is empty: {root / s} has no class folders; put "
                     f"{root / s}/<class>/*.png (or .jpg) there"
                 )
-            out[s] = [_image_class(f) for f in classes]
+            out[s] = [_image_class(f) for f in found]
+        _check_disjoint(root, {s: [c.name for c in cs] for s, cs in out.items()})
         return out
+    if classes is not None:
+        return _recorded_classes(root, classes, split_layout=False)
     if not others:
         raise DataError(f"image folder {root} holds no class folders; expected {_IMAGEFOLDER_LAYOUTS}")
     if not class_split:
@@ -708,6 +745,25 @@ def _list_imagefolder(
     by_name = {f.name: _image_class(f) for f in others}
     split = split_classes(list(by_name), class_split, split_seed)
     return {s: [by_name[n] for n in names] for s, names in split.items()}
+
+
+def _check_disjoint(root: Path, names: Mapping[str, Sequence[str]]) -> None:
+    """A class folder name in two splits of the split layout is an error: its images would be tested on classes the
+    network was trained on (few-shot test classes must be new)."""
+    seen: dict[str, str] = {}
+    clashes: list[str] = []
+    for s in SPLITS:
+        for n in names[s]:
+            if n in seen:
+                clashes.append(f"{root / seen[n] / n} and {root / s / n}")
+            else:
+                seen[n] = s
+    if clashes:
+        raise DataError(
+            f"image folder {root}: {len(clashes)} class folder(s) appear in two splits ({'; '.join(clashes[:3])}"
+            f"{' ...' if len(clashes) > 3 else ''}); few-shot splits need disjoint classes: keep each class folder in "
+            "one of train/, val/ and test/ (rename a folder if two different classes share a name)"
+        )
 
 
 def imagefolder_classes(
@@ -770,6 +826,7 @@ def load_imagefolder(
     progress: bool = True,
     cache_dir: str | Path | None | Literal[False] = None,
     workers: int | None = None,
+    classes: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, FewShotData]:
     """The train, val and test splits of a folder of the user's images (see the module docstring for the layouts).
 
@@ -794,6 +851,9 @@ def load_imagefolder(
         progress: show tqdm bars while scanning and decoding.
         cache_dir: where to cache; None = ``root/.fewshot_sla_cache/`` if writable; False = no cache.
         workers: decoding threads (default ``min(8, cpu count)``).
+        classes: a run's recorded class folder names per split (its ``recipe.json``): these folders are read instead
+            of listing the folder and splitting it again, so class folders added since do not move the split; one
+            that is gone is an error.
 
     Returns:
         ``{"train", "val", "test"}`` :class:`FewShotData`: uint8 ``(N, C, size, size)``, class-major labels, the class
@@ -811,20 +871,20 @@ def load_imagefolder(
     if int(image_size) != image_size or image_size < 0:
         raise ValueError(f"--image-size must be a positive integer (0 = the default); got {image_size}")
     base = Path(root).expanduser()
-    listing = _list_imagefolder(base, class_split, split_seed)
-    for s, classes in listing.items():
+    listing = _list_imagefolder(base, class_split, split_seed, classes)
+    for s, found in listing.items():
         ways = (min_classes or {}).get(s, 0)
-        if len(classes) < ways:
+        if len(found) < ways:
             hint = ", or give it a larger --class-split fraction" if class_split else ""
             if s == "train":
                 hint += " (--class-rotations makes 4 training classes of each folder)"
             raise DataError(
-                f"the {s} split of image folder {base} has {len(classes)} class folders, but its episodes need {ways} "
+                f"the {s} split of image folder {base} has {len(found)} class folders, but its episodes need {ways} "
                 f"classes; lower --ways (--test-ways for val and test episodes) or add class folders to that "
                 f"split{hint}"
             )
         need = (min_images or {}).get(s, 0)
-        short = [c for c in classes if len(c.files) < need]
+        short = [c for c in found if len(c.files) < need]
         if short:
             more = f" (and {len(short) - 1} more class folders of the {s} split)" if len(short) > 1 else ""
             raise DataError(
@@ -867,7 +927,8 @@ def load_imagefolder(
     out = {}
     for s, cs in listing.items():
         labels = np.repeat(np.arange(len(cs), dtype=np.int64), [len(c.files) for c in cs])
-        out[s] = FewShotData(torch.from_numpy(arrays[s]), torch.from_numpy(labels), [c.name for c in cs])
+        out[s] = FewShotData(torch.from_numpy(arrays[s]), torch.from_numpy(labels), [c.name for c in cs],
+                             class_digests=[class_digest(c) for c in cs])
     stats = image_stats(out["train"].images)
     return {s: dataclasses.replace(d, stats=stats) for s, d in out.items()}
 
@@ -934,45 +995,71 @@ def load_fewshot(
     return (load_cifar_fs if dataset == "cifar-fs" else load_fc100)(base, split, size)
 
 
-def _episode_shapes(cfg: Any) -> dict[str, tuple[int, int, int]]:
-    """(ways, shots, queries) of each split's episodes (val and test: the ``test_*`` fields, 0 = the training ones)."""
-    test = (cfg.test_ways or cfg.ways, cfg.test_shots or cfg.shots, cfg.test_queries or cfg.queries)
-    return {"train": (cfg.ways, cfg.shots, cfg.queries), "val": test, "test": test}
+def episode_shapes(
+    ways: int, shots: int, queries: int, test_ways: int = 0, test_shots: int = 0, test_queries: int = 0
+) -> dict[str, tuple[int, int, int]]:
+    """(ways, shots, queries) of each split's episodes: val and test take the ``test_*`` values, 0 = the training
+    ones. The one place this rule is written."""
+    test = (test_ways or ways, test_shots or shots, test_queries or queries)
+    return {"train": (ways, shots, queries), "val": test, "test": test}
+
+
+def load_data(
+    dataset: str,
+    root: str | Path,
+    *,
+    image_size: int = 0,
+    download: bool = False,
+    omniglot_split: str = "vinyals",
+    channels: int = 0,
+    class_split: Sequence[float] = (),
+    split_seed: int = 0,
+    shapes: Mapping[str, tuple[int, int, int]] | None = None,
+    class_rotations: bool = False,
+    classes: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, FewShotData]:
+    """The train, val and test splits of ``dataset`` as they are on disk (without ``class_rotations``, which the
+    caller applies with :func:`rotate_classes`; the flag only lowers the ways an image folder's train split needs).
+
+    Args:
+        dataset, root, image_size, download, omniglot_split: as :func:`load_fewshot` (``download``: the train split).
+        channels, class_split, split_seed: image folders only (see :func:`load_imagefolder`).
+        shapes: each split's episode shape (:func:`episode_shapes`): an image folder is checked against them before
+            anything is decoded (a class folder with fewer images than ``shots + queries``, a split with fewer
+            class folders than ways: errors naming them).
+        class_rotations: whether the train split will be rotated (its ways need a quarter of the folders).
+        classes: image folders: a run's recorded class lists (see :func:`load_imagefolder`).
+    """
+    folder = dataset == "imagefolder"
+    if not folder and (class_split or channels):
+        flag = "--class-split" if class_split else "--channels"
+        raise ValueError(
+            f"{flag} applies only to --dataset imagefolder; {dataset} has fixed splits and channels (drop {flag})"
+        )
+    if folder and download:
+        raise ValueError("--download does not apply to --dataset imagefolder (the images are yours); drop --download")
+    if folder:
+        shapes = shapes or {}
+        need = {s: shots + queries for s, (_, shots, queries) in shapes.items()}
+        ways = {s: w for s, (w, _, _) in shapes.items()}
+        if class_rotations and "train" in ways:
+            ways["train"] = -(-ways["train"] // 4)  # each folder becomes 4 training classes
+        return load_imagefolder(root, image_size, channels, class_split, split_seed, min_images=need,
+                                min_classes=ways, classes=classes)
+    return {
+        s: load_fewshot(dataset, root, s, image_size or None, download and s == "train", omniglot_scheme=omniglot_split)
+        for s in SPLITS
+    }
 
 
 def load_splits(cfg: Any) -> dict[str, FewShotData]:
-    """The train, val and test splits a :class:`episodes.config.FewShotConfig` asks for (``cfg.dataset``,
-    ``cfg.data_root``, ``cfg.image_size``, ``cfg.download`` for the train split, ``cfg.omniglot_split``; imagefolder:
-    ``cfg.channels``, ``cfg.class_split``, ``cfg.split_seed``), with ``cfg.class_rotations`` applied to the train split
-    (:func:`rotate_classes`; val and test are unchanged).
-
-    An image folder is also checked against the episodes before anything is decoded: a class folder with fewer
-    images than its split's ``shots + queries`` is an error naming it, and so is a split with fewer class folders than
-    its episodes' ways (train with ``class_rotations``: a quarter of them). Its splits carry the train split's
-    :func:`image_stats` (use :func:`dataset_stats`).
-    """
-    folder = cfg.dataset == "imagefolder"
-    if not folder and (cfg.class_split or cfg.channels):
-        flag = "--class-split" if cfg.class_split else "--channels"
-        raise ValueError(
-            f"{flag} applies only to --dataset imagefolder; {cfg.dataset} has fixed splits and channels (drop {flag})"
-        )
-    if folder and cfg.download:
-        raise ValueError("--download does not apply to --dataset imagefolder (the images are yours); drop --download")
-    if folder:
-        shapes = _episode_shapes(cfg)
-        need = {s: shots + queries for s, (_, shots, queries) in shapes.items()}
-        ways = {s: w for s, (w, _, _) in shapes.items()}
-        if cfg.class_rotations:
-            ways["train"] = -(-ways["train"] // 4)  # each folder becomes 4 training classes
-        splits = load_imagefolder(cfg.data_root, cfg.image_size, cfg.channels, cfg.class_split, cfg.split_seed,
-                                  min_images=need, min_classes=ways)
-    else:
-        splits = {
-            s: load_fewshot(cfg.dataset, cfg.data_root, s, cfg.image_size or None, cfg.download and s == "train",
-                            omniglot_scheme=cfg.omniglot_split)
-            for s in SPLITS
-        }
+    """The train, val and test splits a :class:`episodes.config.FewShotConfig` asks for, with ``cfg.class_rotations``
+    applied to the train split (:func:`rotate_classes`; val and test are unchanged): :func:`load_data` with the
+    config's fields. A run reads its splits through :mod:`episodes.recipe`, which records them."""
+    shapes = episode_shapes(cfg.ways, cfg.shots, cfg.queries, cfg.test_ways, cfg.test_shots, cfg.test_queries)
+    splits = load_data(cfg.dataset, cfg.data_root, image_size=cfg.image_size, download=cfg.download,
+                       omniglot_split=cfg.omniglot_split, channels=cfg.channels, class_split=cfg.class_split,
+                       split_seed=cfg.split_seed, shapes=shapes, class_rotations=cfg.class_rotations)
     if cfg.class_rotations:
         splits["train"] = rotate_classes(splits["train"])
     return splits

@@ -7,7 +7,8 @@ flat folder of images, or a folder of class folders (then the accuracy is printe
 ``file,predicted_class,score`` (``file`` relative to ``QUERY``) and prints a short table.
 
 In Python, :func:`load_run` rebuilds the run's episodic task exactly as ``sla-fewshot`` built it (from the
-run's ``config.yaml``), loads its best validation weights (``best.pt``) and returns a
+run's record ``recipe.json``: its config, image shape and normalisation statistics; no data is read), loads
+its best validation weights (``best.pt``) and returns a
 :class:`FewShotPredictor` that reads images as the run's data loader did::
 
     predictor = episodes.load_run("runs/omni_5w1s_sla")
@@ -30,13 +31,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fewshot_sla import checkpoint, get_transform
-from fewshot_sla.config import ConfigError, load_config
+from fewshot_sla import checkpoint, runs
+from fewshot_sla.config import ConfigError
 from fewshot_sla.io import decode_images
 from fewshot_sla.utils import DataError
 
 from .config import FewShotConfig
-from .data import DATASET_STATS, DEFAULT_SIZE, Stats, dataset_stats, load_splits, to_float
+from .data import Stats, to_float
 from .maml import ALGORITHMS
 from .task import EpisodeTask
 
@@ -61,32 +62,6 @@ def _resample(mode: str) -> Any:
     # The filters fewshot_sla.io.decode_images resizes files with (LANCZOS for grey, BILINEAR for RGB): a PIL image
     # or a tensor then gives the pixels its file would.
     return Image.Resampling.LANCZOS if mode == "L" else Image.Resampling.BILINEAR
-
-
-def _run_geometry(cfg: FewShotConfig, state: dict[str, Any], weights: Path) -> tuple[int, int, Stats]:
-    """``(channels, image side, (mean, std))`` of the images the run was trained on, as ``episodes/train.py::run``
-    derives them: ``dataset_stats(cfg, train)`` (the normalisation and the SLA transform's statistics) and the train
-    split's image shape.
-
-    A data set with fixed statistics needs no data: its side is ``cfg.image_size`` or the data set's default, its
-    channels those of the network's first convolution. An image folder's statistics were measured on its train split
-    and are not in the run folder, so its train split is loaded again (from the loader's cache after a first load).
-    """
-    if cfg.dataset in DATASET_STATS:  # what dataset_stats returns for these loaders' splits (their stats are None)
-        # The first convolution's input channels: config.yaml does not spell them out.
-        conv = next((v for v in state.values() if isinstance(v, Tensor) and v.dim() == 4), None)
-        if conv is None:
-            raise DataError(f"{weights}: the model has no convolution weight; it was not written by sla-fewshot")
-        return int(conv.shape[1]), int(cfg.image_size or DEFAULT_SIZE[cfg.dataset]), DATASET_STATS[cfg.dataset]
-    try:
-        train = load_splits(cfg)["train"]
-    except (DataError, ValueError) as e:
-        raise DataError(
-            f"the run normalised its images with statistics measured on its train split ({cfg.dataset} at "
-            f"{cfg.data_root!r}), which the run folder does not record; that data is needed to rebuild them, but "
-            f"loading it failed: {e}"
-        ) from None
-    return int(train.images.shape[1]), int(train.images.shape[2]), dataset_stats(cfg, train)
 
 
 def _label_list(labels: Any, n: int) -> list[Hashable]:
@@ -302,39 +277,30 @@ class FewShotPredictor:
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> FewShotPredictor:
     """Rebuild a ``sla-fewshot`` run's task from its folder and load its weights.
 
-    The task is built exactly as ``sla-fewshot`` built it (:func:`episodes.train.build_task` with the run's
-    ``config.yaml`` and its SLA transform); the weights are ``best.pt`` (the best validation step, which the run's
+    The task is built exactly as ``sla-fewshot`` built it (:func:`episodes.recipe.make_task` with the config,
+    image shape and SLA transform of the run's record ``recipe.json``);
+    the weights are ``best.pt`` (the best validation step, which the run's
     test numbers are of), or ``checkpoint.pt`` with a warning when a run has no ``best.pt`` yet.
 
     Args:
-        run_dir: the ``--out`` folder of a ``sla-fewshot`` run (``config.yaml``, ``best.pt``).
+        run_dir: the ``--out`` folder of a ``sla-fewshot`` run (``recipe.json``, ``best.pt``).
         device: where the network runs (``"cpu"``, ``"cuda"``, ...).
 
     Returns:
         A :class:`FewShotPredictor`.
 
     Raises:
-        DataError: the folder, its config.yaml or both checkpoints are missing, or the files do not fit together.
+        DataError: the folder, its recipe.json or both checkpoints are missing, or the files do not fit together.
         ImportError: the run's learner needs learn2learn or qpth, which is not installed.
     """
     run = Path(run_dir).expanduser()
     if not run.is_dir():
         raise DataError(f"run folder {str(run)!r} does not exist; pass the --out folder of a sla-fewshot run")
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise DataError(
-            f"{run} has no config.yaml, so it is not a sla-fewshot run folder (sla-fewshot writes config.yaml, "
-            "best.pt and checkpoint.pt into --out); pass the --out folder of a training run"
-        )
-    try:
-        cfg = load_config(FewShotConfig, cfg_path)
-    except ConfigError as e:
-        what = str(e).split("; known keys")[0]  # the unknown keys, without the list of every known one
-        what = what if len(what) <= 200 else what[:200] + " ..."
-        raise DataError(
-            f"{cfg_path} is not a sla-fewshot config ({what}); for a sla-longtail run use longtail.load_run or "
-            "sla-longtail-predict"
-        ) from None
+    from .recipe import KIND, Recipe, make_task  # here, not at the top: `import episodes` stays light (no engine)
+
+    record = runs.read_record(run, KIND, "episodes.load_run")
+    recipe = Recipe.from_record(record)
+    cfg = recipe.cfg
     weights = run / "best.pt"
     if not weights.is_file():
         if not (run / "checkpoint.pt").is_file():
@@ -353,19 +319,17 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> FewShot
     state = st.get("model")
     if not isinstance(state, dict) or not state:
         raise DataError(f"{weights} holds no 'model' state dict; it was not written by sla-fewshot")
-    channels, size, stats = _run_geometry(cfg, state, weights)
-    from .train import build_task  # here, not at the top: `import episodes` stays light (no engine, no tqdm)
-
-    task = build_task(cfg, get_transform(cfg.transform, stats=stats), channels, size)
+    channels, size, _ = recipe.image_shape
+    task = make_task(cfg, recipe.transform, recipe.image_shape)
     try:
         task.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise DataError(
-            f"{weights} does not fit the task {cfg_path} describes ({first}); the folder mixes files of different "
-            "runs: use a run folder as sla-fewshot wrote it"
+            f"{weights} does not fit the task the run's {runs.RECORD_FILE} describes ({first}); the folder mixes "
+            "files of different runs: use a run folder as sla-fewshot wrote it"
         ) from None
-    return FewShotPredictor(task, cfg, channels, size, stats, dev, weights)
+    return FewShotPredictor(task, cfg, channels, size, recipe.stats, dev, weights)
 
 
 # -- command line -----------------------------------------------------------------------------------------------

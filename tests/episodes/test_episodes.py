@@ -218,7 +218,7 @@ def test_fewshot_demo_tiny():
 
 
 def test_learning_rate_schedules():
-    from episodes.train import lr_at
+    from episodes.recipe import lr_at
 
     step = FewShotConfig(lr=1.0, lr_step=10, lr_gamma=0.5)
     assert [lr_at(step, s) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
@@ -232,7 +232,7 @@ def test_shipped_configs_are_valid():
     """Every YAML recipe under configs/ parses into FewShotConfig and passes its checks."""
     from pathlib import Path
 
-    from episodes.train import check_config
+    from episodes.recipe import check_config
     from fewshot_sla.config import parse_config
 
     configs = Path(__file__).resolve().parents[2] / "configs"

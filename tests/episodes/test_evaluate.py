@@ -17,8 +17,9 @@ from episodes.config import FewShotConfig
 from episodes.data import FewShotData, to_float
 from episodes.evaluate import choose_strategy, embed_split, episode_logits, evaluate_episodes
 from episodes.r2d2 import R2D2
+from episodes.recipe import AUTO_TEST_EPISODES, check_config, resolve_test_episodes
 from episodes.task import EpisodeTask
-from episodes.train import AUTO_TEST_EPISODES, check_config, main, resolve_test_episodes, run
+from episodes.train import main, run
 from fewshot_sla.nets import Conv4
 from fewshot_sla.utils import read_json
 
@@ -232,11 +233,11 @@ def test_test_only_retests_a_finished_run(omniglot_root, tmp_path, monkeypatch, 
 
     # the trained weights on real test characters (30 of them): embed-once == per-episode, exactly
     from episodes.data import load_fewshot
-    from episodes.train import build_task, load_best
+    from episodes.recipe import load_best, make_task
     from fewshot_sla import get_transform
 
     cfg = FewShotConfig(data_root=str(omniglot_root), queries=2)
-    task = build_task(cfg, get_transform("rotation"), 1, 28)
+    task = make_task(cfg, get_transform("rotation"), (1, 28, 28))
     load_best(task, out, torch.device("cpu"))
     test = load_fewshot("omniglot", omniglot_root, "test")
     keep = test.labels < 30

@@ -18,10 +18,9 @@ from episodes import EpisodeSampler, load_run
 from episodes.config import FewShotConfig
 from episodes.data import DATASET_STATS, dataset_stats, gather, load_fewshot, load_splits, to_float
 from episodes.predict import main
-from episodes.train import build_task, run
-from episodes.train import test_episode_shape as episode_shape  # (not collected as a test)
-from fewshot_sla import checkpoint, get_transform
-from fewshot_sla.config import save_config
+from episodes.recipe import Recipe, make_task, shapes_of
+from episodes.train import run
+from fewshot_sla import checkpoint, get_transform, runs
 from fewshot_sla.io import decode_images
 from fewshot_sla.utils import DataError
 
@@ -41,14 +40,17 @@ def _characters(omniglot_root: Path, n: int) -> list[Path]:
     return sorted(base.glob("*/character*"))[:n]
 
 
-def _fake_run(folder: Path, files: tuple[str, ...] = ("config.yaml", "best.pt"), **kw) -> Path:
+def _fake_run(folder: Path, files: tuple[str, ...] = ("recipe.json", "best.pt"), **kw) -> Path:
     """A run folder as sla-fewshot writes it, with untrained weights (Omniglot-shaped: 1x28x28)."""
     cfg = FewShotConfig(out=str(folder), wandb="disabled", **kw)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    task = build_task(cfg, get_transform(cfg.transform, stats=DATASET_STATS["omniglot"]), 1, 28)
-    if "config.yaml" in files:
-        save_config(cfg, folder / "config.yaml")
+    stats = DATASET_STATS["omniglot"]
+    task = make_task(cfg, get_transform(cfg.transform, stats=stats), (1, 28, 28))
+    if "recipe.json" in files:
+        recipe = Recipe(cfg, get_transform(cfg.transform, stats=stats), stats,
+                        {s: ("a", "b") for s in ("train", "val", "test")}, None, (1, 28, 28), shapes_of(cfg), 10)
+        runs.write_record(folder, recipe.record())
     for name in ("best.pt", "checkpoint.pt"):
         if name in files:
             checkpoint.save(folder / name, {"model": task.state_dict(), "unit": 1, "best": {"value": None}})
@@ -67,7 +69,7 @@ def test_reproduces_the_runs_test_episodes(trained):
     cfg = pred.cfg
     assert pred.weights.name == "best.pt" and (pred.channels, pred.image_size) == (1, 28)
     test = load_fewshot(cfg.dataset, cfg.data_root, "test", cfg.image_size or None, omniglot_scheme=cfg.omniglot_split)
-    ways, shots, queries = episode_shape(cfg)
+    ways, shots, queries = shapes_of(cfg)["test"]
     sampler = EpisodeSampler(test.labels, ways, shots, queries, cfg.test_episodes, seed=cfg.seed + 20_000)
     with open(trained / "test_episodes.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -209,7 +211,7 @@ def test_image_folder_run_with_measured_statistics(tmp_path):
     test = splits["test"]
     files = [p for name in test.class_names for p in sorted((tmp_path / "data" / name).glob("*.png"))]
     assert torch.equal(pred.load_images(files), test.images)  # RGB, resized, not inverted: the loader's pixels
-    ways, shots, queries = episode_shape(cfg)
+    ways, shots, queries = shapes_of(cfg)["test"]
     sampler = EpisodeSampler(test.labels, ways, shots, queries, cfg.test_episodes, seed=cfg.seed + 20_000)
     with open(tmp_path / "out" / "test_episodes.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -229,20 +231,19 @@ def test_run_folder_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_run(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="has no config.yaml"):
+    with pytest.raises(DataError, match="recipe.json, which does not exist"):
         load_run(tmp_path / "empty")
     with pytest.raises(DataError, match="neither best.pt nor checkpoint.pt"):
-        load_run(_fake_run(tmp_path / "no_weights", files=("config.yaml",)))
+        load_run(_fake_run(tmp_path / "no_weights", files=("recipe.json",)))
     with pytest.warns(UserWarning, match="no best.pt"):
-        pred = load_run(_fake_run(tmp_path / "latest", files=("config.yaml", "checkpoint.pt")))
+        pred = load_run(_fake_run(tmp_path / "latest", files=("recipe.json", "checkpoint.pt")))
     assert pred.weights.name == "checkpoint.pt"
-    lt = tmp_path / "longtail_run"
-    lt.mkdir()
-    (lt / "config.yaml").write_text("imbalance_ratio: 100\nloss: ldam\n")
-    with pytest.raises(DataError, match="not a sla-fewshot config.*sla-longtail-predict"):
+    lt = _fake_run(tmp_path / "longtail_run")
+    (lt / "recipe.json").write_text((lt / "recipe.json").read_text().replace('"kind": "fewshot"', '"kind": "longtail"'))
+    with pytest.raises(DataError, match="records a 'longtail' run, not a 'fewshot' one"):
         load_run(lt)
     other = _fake_run(tmp_path / "mixed", learner="r2d2")
-    (other / "config.yaml").write_text((other / "config.yaml").read_text().replace("r2d2", "protonet"))
+    (other / "recipe.json").write_text((other / "recipe.json").read_text().replace('"r2d2"', '"protonet"'))
     with pytest.raises(DataError, match="does not fit the task"):
         load_run(other)
 
@@ -301,7 +302,7 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["--run", str(tmp_path / "missing_run"), *args]) == 2
     assert "error: run folder" in capsys.readouterr().err
     (tmp_path / "no_best").mkdir()
-    (tmp_path / "no_best" / "config.yaml").write_text((run_dir / "config.yaml").read_text())
+    (tmp_path / "no_best" / "recipe.json").write_text((run_dir / "recipe.json").read_text())
     assert main(["--run", str(tmp_path / "no_best"), *args]) == 2
     assert "neither best.pt nor checkpoint.pt" in capsys.readouterr().err
     assert main(["--run", str(run_dir), "--support", str(support), "--query", str(tmp_path / "nope")]) == 2

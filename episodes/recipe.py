@@ -1,0 +1,435 @@
+"""The few-shot recipe: everything ``sla-fewshot`` derives from its config and data, resolved once.
+
+:func:`resolve` turns a :class:`~episodes.config.FewShotConfig` and its loaded splits into a frozen :class:`Recipe`:
+the SLA :class:`~fewshot_sla.transforms.Transform` (with the training statistics), the normalisation statistics, the
+class lists of every split (for image folders with a digest of each class's files), the image shape, the episode
+shapes, the number of test episodes and the learner's registry entry. The recipe is written into the run folder
+(``OUT/recipe.json``, :mod:`fewshot_sla.runs`) before training, and everything that reads the run afterwards reads
+it back with :func:`Recipe.from_record` instead of re-deriving it from the data folder's current state:
+
+* ``--resume`` and ``--test-only`` load the *recorded* class lists (an image folder that gained class folders still
+  tests on the recorded split; a recorded class gone, or its files changed, is an error naming it) and refuse a
+  changed training config (:data:`RESUME_FREE`, :data:`RETEST_FREE` name what may change);
+* :func:`episodes.load_run` takes the recorded statistics and geometry, so it needs no data;
+* ``sla-report`` groups by the recorded identity (method and data, never paths).
+
+The pieces a run is made of (:func:`build_task`, :func:`make_loop`, :func:`evaluate`, :func:`test_and_log`,
+:func:`load_best`) live here too; ``episodes/train.py`` keeps only ``main`` and ``run``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fewshot_sla import checkpoint, get_transform, runs
+from fewshot_sla import engine as eng
+from fewshot_sla.augment import random_crop_flip
+from fewshot_sla.config import config_from_dict, to_dict
+from fewshot_sla.io import files_digest
+from fewshot_sla.metrics import mean_ci95
+from fewshot_sla.transforms import Transform
+from fewshot_sla.utils import DataError
+
+from .backbones import make_backbone
+from .config import FewShotConfig
+from .data import (
+    DATASET_STATS,
+    SPLITS,
+    FewShotData,
+    Stats,
+    episode_shapes,
+    gather,
+    image_stats,
+    load_data,
+    rotate_classes,
+    to_float,
+)
+from .evaluate import evaluate_episodes
+from .maml import ALGORITHMS, MAMLLearner
+from .protonet import ProtoNet
+from .r2d2 import R2D2
+from .reporting import GROUP_IGNORE, REPORT, data_identity
+from .sampler import EpisodeSampler
+from .svm import MetaOptSVM
+from .task import EpisodeTask
+
+__all__ = [
+    "LEARNERS", "AUTO_TEST_EPISODES", "RESUME_FREE", "RETEST_FREE", "Recipe", "resolve", "load_splits_for",
+    "resolve_test_episodes", "check_config", "lr_at", "shapes_of", "make_task", "build_task", "make_loop",
+    "make_optimizer", "evaluate", "test_and_log", "best_checkpoint", "load_best",
+]
+
+KIND = "fewshot"
+
+def _maml(encoder: nn.Module, cfg: FewShotConfig, m: int, algorithm: str) -> nn.Module:
+    return MAMLLearner(encoder, cfg.ways * m, algorithm, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
+                       test_inner_steps=cfg.test_inner_steps)
+
+
+#: learner name -> ``(encoder, cfg, M) -> learner``. protonet, r2d2 and svm work for any number of ways; the
+#: learn2learn learners get a fixed ``ways * M``-way head (with SLA they simply see a bigger episode).
+LEARNERS: dict[str, Callable[[nn.Module, FewShotConfig, int], nn.Module]] = {
+    "protonet": lambda enc, cfg, m: ProtoNet(enc),
+    "r2d2": lambda enc, cfg, m: R2D2(enc),
+    "svm": lambda enc, cfg, m: MetaOptSVM(enc),
+    **{name: functools.partial(_maml, algorithm=name) for name in ALGORITHMS},
+}
+
+#: What ``--test-episodes 0`` means per learner. The metric learners score an episode from features embedded once
+#: (episodes.evaluate), so 10,000 episodes cost little more than one pass over the test split and give the tight
+#: intervals recent papers report; the MAML family adapts (and runs the encoder) per episode: the classic 600.
+AUTO_TEST_EPISODES: dict[str, int] = {
+    "protonet": 10_000, "r2d2": 10_000, "svm": 10_000, **dict.fromkeys(ALGORITHMS, 600)
+}
+
+#: Config keys a resumed run may change besides the engine's bookkeeping (fewshot_sla.runs.FREE_RUN_KEYS): where the
+#: data lives (its content is checked against the record), how often to checkpoint, and the test that follows
+#: training. The val/test episode *shapes* are not free here: they shape validation, which picks best.pt.
+RESUME_FREE: frozenset[str] = frozenset({"data_root", "download", "checkpoint_every", "test_only", "test_episodes"})
+#: What ``--test-only`` may change: also the test episodes' shapes.
+RETEST_FREE: frozenset[str] = RESUME_FREE | {"test_ways", "test_shots", "test_queries"}
+
+
+def resolve_test_episodes(cfg: FewShotConfig) -> int:
+    """The number of test episodes: ``cfg.test_episodes``, or :data:`AUTO_TEST_EPISODES` of the learner when it is 0."""
+    if cfg.test_episodes < 0:
+        raise ValueError(f"--test-episodes must be >= 1, or 0 for the learner's default; got {cfg.test_episodes}")
+    return cfg.test_episodes or AUTO_TEST_EPISODES[cfg.learner]
+
+
+def check_config(cfg: FewShotConfig, world_size: int = 1) -> None:
+    """Refuse settings that cannot run, before any data is loaded."""
+    if cfg.learner in ALGORITHMS and (cfg.test_ways or cfg.ways) != cfg.ways:
+        raise ValueError(
+            f"--learner {cfg.learner} has a fixed {cfg.ways}-way head: --test-ways must equal --ways "
+            "(or use protonet, r2d2 or svm, which take any number of ways)"
+        )
+    if cfg.lr_factors and len(cfg.lr_factors) != len(cfg.lr_milestones):
+        raise ValueError(
+            f"--lr-factors has {len(cfg.lr_factors)} values but --lr-milestones has {len(cfg.lr_milestones)}; "
+            "give one factor per milestone"
+        )
+    if cfg.meta_batch < 1 or cfg.train_episodes < 1:
+        raise ValueError("--meta-batch and --train-episodes must be >= 1")
+    if cfg.val_every < 0:
+        raise ValueError(f"--val-every must be >= 1, or 0 to validate only after the last step; got {cfg.val_every}")
+    resolve_test_episodes(cfg)  # --test-episodes >= 0
+    if cfg.meta_batch % world_size:
+        raise ValueError(
+            f"--meta-batch {cfg.meta_batch} must split evenly into the {world_size} processes (episodes of a "
+            "meta-batch are divided between them); pick a multiple of the process count"
+        )
+
+
+def lr_at(cfg: FewShotConfig, step: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): step decay or milestones."""
+    if cfg.lr_milestones:
+        passed = sum(step >= m for m in cfg.lr_milestones)
+        if cfg.lr_factors:
+            return cfg.lr * (cfg.lr_factors[passed - 1] if passed else 1.0)
+        return cfg.lr * cfg.lr_gamma**passed
+    return cfg.lr * (cfg.lr_gamma ** (step // cfg.lr_step) if cfg.lr_step else 1.0)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a few-shot run is, resolved once (see the module docstring).
+
+    Attributes:
+        cfg: the resolved config (``test_episodes`` resolved).
+        transform: the SLA transformation family with the training statistics.
+        stats: ``(mean, std)`` per channel the images are normalised with.
+        classes: each split's class names as loaded, before ``class_rotations`` (what a re-test loads again).
+        class_digests: image folders: per split, a digest of each class's files (None for the named data sets).
+        image_shape: ``(C, H, W)`` of the images the network takes.
+        shapes: ``(ways, shots, queries)`` of each split's episodes.
+        test_episodes: the number of test episodes.
+    """
+
+    cfg: FewShotConfig
+    transform: Transform
+    stats: Stats
+    classes: Mapping[str, tuple[str, ...]]
+    class_digests: Mapping[str, tuple[str, ...]] | None
+    image_shape: tuple[int, int, int]
+    shapes: Mapping[str, tuple[int, int, int]]
+    test_episodes: int
+
+    @property
+    def files_digest(self) -> str | None:
+        """One digest of every recorded class's files (image folders), or None."""
+        if self.class_digests is None:
+            return None
+        return files_digest(f"{s}/{c}:{d}" for s in SPLITS for c, d in zip(self.classes[s], self.class_digests[s]))
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the method and its data (:func:`fewshot_sla.runs.identity`): the config without paths and
+        bookkeeping, and the data set's identity (an image folder's file digest)."""
+        return runs.identity(to_dict(self.cfg), GROUP_IGNORE, data_identity(self.cfg.dataset, self.files_digest))
+
+    def to_json(self) -> dict[str, Any]:
+        """The recipe part of the run record."""
+        return {
+            "transform": self.transform.name, "m": self.transform.m,
+            "stats": {"mean": list(self.stats[0]), "std": list(self.stats[1])},
+            "classes": {s: list(v) for s, v in self.classes.items()},
+            "class_digests": (None if self.class_digests is None
+                              else {s: list(v) for s, v in self.class_digests.items()}),
+            "files_digest": self.files_digest,
+            "image_shape": list(self.image_shape),
+            "episode_shapes": {s: list(v) for s, v in self.shapes.items()},
+            "test_episodes": self.test_episodes,
+            "class_rotations": self.cfg.class_rotations,
+        }
+
+    def record(self) -> dict[str, Any]:
+        """The whole run record (``OUT/recipe.json``)."""
+        return runs.make_record(KIND, to_dict(self.cfg), self.to_json(), self.identity(), REPORT)
+
+    def metrics_extra(self) -> dict[str, Any]:
+        """What metrics.json carries for sla-report: the identity, its group and the report spec."""
+        ident = self.identity()
+        return {"identity": ident, "group": runs.group_id(ident), "report": REPORT}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], cfg: FewShotConfig | None = None) -> Recipe:
+        """The recipe a run recorded; ``cfg`` (default: the recorded config) may differ in the free keys only, and
+        decides the test episodes' shapes and number."""
+        rec = record["recipe"]
+        if cfg is None:
+            cfg = config_from_dict(FewShotConfig, record["config"], source=runs.RECORD_FILE)
+        stats: Stats = (tuple(rec["stats"]["mean"]), tuple(rec["stats"]["std"]))
+        digests = rec.get("class_digests")
+        return cls(
+            cfg=cfg,
+            transform=get_transform(cfg.transform, stats=stats),
+            stats=stats,
+            classes={s: tuple(v) for s, v in rec["classes"].items()},
+            class_digests=None if digests is None else {s: tuple(v) for s, v in digests.items()},
+            image_shape=tuple(rec["image_shape"]),
+            shapes=shapes_of(cfg),
+            test_episodes=resolve_test_episodes(cfg),
+        )
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """uint8 ``(B, C, H, W)`` -> float, with the run's statistics."""
+        return to_float(x, self.cfg.dataset, self.stats)
+
+
+def shapes_of(cfg: FewShotConfig) -> dict[str, tuple[int, int, int]]:
+    """``(ways, shots, queries)`` of each split's episodes under ``cfg`` (:func:`episodes.data.episode_shapes`)."""
+    return episode_shapes(cfg.ways, cfg.shots, cfg.queries, cfg.test_ways, cfg.test_shots, cfg.test_queries)
+
+
+def load_splits_for(cfg: FewShotConfig, record: Mapping[str, Any] | None = None) -> dict[str, FewShotData]:
+    """The splits of a run as they are on disk, *before* ``class_rotations``: listed and split afresh for a new run;
+    for a recorded one (``record``), the recorded class lists, checked against the record (a class gone or renamed,
+    or an image folder class whose files changed, is a :class:`DataError` naming it)."""
+    classes = None if record is None else record["recipe"]["classes"]
+    splits = load_data(
+        cfg.dataset, cfg.data_root, image_size=cfg.image_size, download=cfg.download,
+        omniglot_split=cfg.omniglot_split, channels=cfg.channels, class_split=cfg.class_split,
+        split_seed=cfg.split_seed, shapes=shapes_of(cfg), class_rotations=cfg.class_rotations,
+        classes=classes if cfg.dataset == "imagefolder" else None,
+    )
+    if record is not None:
+        _check_against_record(splits, record["recipe"], cfg)
+    return splits
+
+
+def _check_against_record(splits: Mapping[str, FewShotData], rec: Mapping[str, Any], cfg: FewShotConfig) -> None:
+    where = f"{cfg.dataset} at {cfg.data_root!r}"
+    for s in SPLITS:
+        got, want = splits[s].class_names, list(rec["classes"][s])
+        if got != want:
+            gone = [c for c in want if c not in got]
+            new = [c for c in got if c not in want]
+            raise DataError(
+                f"the {s} classes of {where} are not the ones the run recorded (missing: {gone[:3]}, not recorded: "
+                f"{new[:3]}); the data (or this package's split files) changed since training: restore it, or train a "
+                "new run"
+            )
+    digests = rec.get("class_digests")
+    if digests is None:
+        return
+    for s in SPLITS:
+        now = splits[s].class_digests or []
+        changed = [c for c, a, b in zip(rec["classes"][s], digests[s], now) if a != b]
+        if changed:
+            raise DataError(
+                f"the files of {len(changed)} recorded {s} class folder(s) of {where} changed since the run was "
+                f"trained (e.g. {changed[0]!r}: files added, removed, renamed or rewritten); its recorded split and "
+                "statistics no longer describe the folder: restore the files, or train a new run"
+            )
+
+
+def resolve(cfg: FewShotConfig, splits: Mapping[str, FewShotData]) -> Recipe:
+    """The recipe of a new run from its config and its splits as loaded (before ``class_rotations``)."""
+    train = splits["train"]
+    if cfg.dataset in DATASET_STATS:
+        stats = DATASET_STATS[cfg.dataset]
+    else:  # an image folder: measured on its training images (exact and deterministic)
+        stats = train.stats if train.stats is not None else image_stats(train.images)
+    transform = get_transform(cfg.transform, stats=stats)  # resolved once; sets M
+    transform.check(train.images[:1].float())  # e.g. colour permutations of 1-channel Omniglot
+    folder = all(splits[s].class_digests is not None for s in SPLITS)
+    return Recipe(
+        cfg=dataclasses.replace(cfg, test_episodes=resolve_test_episodes(cfg)),
+        transform=transform,
+        stats=(tuple(stats[0]), tuple(stats[1])),
+        classes={s: tuple(splits[s].class_names) for s in SPLITS},
+        class_digests={s: tuple(splits[s].class_digests or ()) for s in SPLITS} if folder else None,
+        image_shape=tuple(int(v) for v in train.images.shape[1:]),  # type: ignore[arg-type]
+        shapes=shapes_of(cfg),
+        test_episodes=resolve_test_episodes(cfg),
+    )
+
+
+def episode_splits(recipe: Recipe, splits: Mapping[str, FewShotData]) -> dict[str, FewShotData]:
+    """The splits episodes are drawn from: ``class_rotations`` applied to train, and each split checked to hold its
+    episodes (an error before training, not at the first validation)."""
+    out = dict(splits)
+    if recipe.cfg.class_rotations:
+        out["train"] = rotate_classes(out["train"])
+    for s in ("val", "test"):
+        EpisodeSampler(out[s].labels, *recipe.shapes[s], 1)
+    return out
+
+
+def make_task(cfg: FewShotConfig, transform: Transform, image_shape: tuple[int, int, int]) -> EpisodeTask:
+    """The learner of ``cfg`` (:data:`LEARNERS`) on its backbone for images ``(C, H, W)``, inside the episodic task."""
+    c, h, _ = image_shape
+    learner = LEARNERS[cfg.learner](make_backbone(cfg.backbone, c, h), cfg, transform.m)
+    return EpisodeTask(learner, transform, cfg.ways, cfg.shots, cfg.queries)
+
+
+def build_task(recipe: Recipe) -> EpisodeTask:
+    """The run's episodic task (:func:`make_task` of the recipe)."""
+    return make_task(recipe.cfg, recipe.transform, recipe.image_shape)
+
+
+@torch.no_grad()
+def evaluate(
+    task: EpisodeTask, data: FewShotData, recipe: Recipe, split: str, episodes: int, seed: int,
+    device: torch.device, progress: bool = False,
+) -> dict[str, Any]:
+    """Per-episode accuracy of SLA+SI and SLA+AG over ``episodes`` episodes of ``split``'s shape, and per-class
+    accuracy (AG): :func:`episodes.evaluate.evaluate_episodes`, which embeds ``data`` once for protonet, r2d2 and
+    svm when that is cheaper than an encoder pass per episode (the same accuracies either way)."""
+    ways, shots, queries = recipe.shapes[split]
+    return evaluate_episodes(task, data, ways, shots, queries, episodes, seed, device, normalize=recipe.normalize,
+                             progress=progress)
+
+
+def make_loop(recipe: Recipe, ctx: eng.Context, train: FewShotData, val: FewShotData, task: EpisodeTask) -> eng.Loop:
+    """One unit = one optimiser step over a meta-batch; this rank takes episodes ``rank, rank + P, ...`` of it."""
+    cfg = recipe.cfg
+    mb, rank, world = cfg.meta_batch, ctx.dist.rank, ctx.dist.world_size
+    sampler = EpisodeSampler(train.labels, cfg.ways, cfg.shots, cfg.queries, cfg.train_episodes * mb, seed=cfg.seed)
+
+    def batches(step: int) -> Iterator[tuple[Tensor]]:
+        for i in range(rank, mb, world):
+            e = step * mb + i
+            x = gather(train.images, sampler.episode(e))
+            if cfg.augment:  # on the raw episode, before SLA's transforms; a pure function of (seed, episode)
+                gen = torch.Generator().manual_seed(eng.stream_seed(cfg.seed, e))
+                x = random_crop_flip(x, gen, cfg.augment_padding, cfg.augment_flip)
+            yield (recipe.normalize(x),)
+
+    def validate(t: nn.Module) -> dict[str, float]:
+        res = evaluate(task, val, recipe, "val", cfg.val_episodes, cfg.seed + 10_000, ctx.device)
+        return {"val/acc_agg": float(np.mean(res["acc_agg"])), "val/acc_single": float(np.mean(res["acc_single"]))}
+
+    return eng.Loop(
+        units=cfg.train_episodes,
+        batches=batches,
+        lr=lambda step: lr_at(cfg, step),
+        accumulate=mb // world,
+        evaluate=validate,
+        eval_every=cfg.val_every,
+        eval_final=True,
+        select="val/acc_agg",
+        stats=lambda out, batch: {"acc": (out["logits"].argmax(1) == out["y"]).float().mean()},
+        log_every=cfg.val_every or min(100, cfg.train_episodes),  # --val-every 0: validate only at the end
+        unit_name="step",
+        batch_log="train_episodes.csv",
+        checkpoint_every=cfg.checkpoint_every,
+    )
+
+
+def make_optimizer(recipe: Recipe, task: nn.Module) -> torch.optim.Optimizer:
+    cfg = recipe.cfg
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(task.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(task.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def test_and_log(recipe: Recipe, task: EpisodeTask, test: FewShotData, ctx: eng.Context, logger: Any,
+                 fit: eng.FitResult) -> dict[str, Any]:
+    """Test the best checkpoint; metrics.json, test_episodes.csv and the W&B tables."""
+    cfg, episodes = recipe.cfg, recipe.test_episodes
+    res = evaluate(task, test, recipe, "test", episodes, cfg.seed + 20_000, ctx.device, progress=True)
+    si, si_ci = mean_ci95(res["acc_single"])
+    ag, ag_ci = mean_ci95(res["acc_agg"])
+    metrics = {  # the headline number: SLA+AG with SLA; for the baseline (M = 1) AG and SI are the same numbers
+        "test/acc": ag, "test/acc_ci95": ag_ci, "test/acc_single": si, "test/acc_single_ci95": si_ci,
+        "test/acc_agg": ag, "test/acc_agg_ci95": ag_ci, "val/best_acc": fit.best["value"],
+        "test/episodes": episodes,
+        "test/per_class_acc": {n: float(a) for n, a in zip(test.class_names, res["per_class"])},
+    }
+    rows = [[i + 1, a, b] for i, (a, b) in enumerate(zip(res["acc_single"], res["acc_agg"]))]
+    with open(ctx.out / "test_episodes.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["episode", "acc_single", "acc_agg"], *rows])
+    if (ctx.out / "train_episodes.csv").is_file():
+        with open(ctx.out / "train_episodes.csv", newline="") as f:
+            train_rows = [[float(v) for v in r] for r in list(csv.reader(f))[1:]]
+        logger.log_table("train/episodes", ["step", "batch", "loss", "acc"], train_rows)
+    logger.log_table("test/episodes", ["episode", "acc_single", "acc_agg"], rows)
+    logger.log_per_class("test/per_class_acc", [float(a) for a in res["per_class"]], test.class_names)
+    extra = {"seed": cfg.seed, "history": fit.history, "world_size": ctx.dist.world_size, **recipe.metrics_extra()}
+    logger.finish(metrics, extra=extra)
+    return metrics
+
+
+def best_checkpoint(out: Path) -> Path:
+    """``out/best.pt``, or a :class:`DataError` saying how to get one (``--test-only`` needs a trained run)."""
+    best_path = out / "best.pt"
+    if not best_path.is_file():
+        raise DataError(
+            f"--test-only evaluates the best checkpoint {best_path}, which does not exist: train the run first "
+            "(the same command without --test-only), or point --out (the config's out) at a finished run folder"
+        )
+    return best_path
+
+
+def load_best(task: EpisodeTask, out: Path, device: torch.device) -> eng.FitResult:
+    """Load ``out/best.pt`` into ``task`` (weights only) for ``--test-only``; returns what :func:`test_and_log`
+    records of the training: the best validation (from best.pt) and the history (from checkpoint.pt, if kept).
+
+    Raises:
+        DataError: best.pt is missing or unreadable, or holds weights of another learner or backbone.
+    """
+    best_path = best_checkpoint(out)
+    st = checkpoint.load(best_path, device)
+    try:
+        task.load_state_dict(st["model"])
+    except (KeyError, RuntimeError) as e:
+        raise DataError(
+            f"{best_path} does not fit the learner/backbone/transform of the run's record ({type(e).__name__}: "
+            f"{str(e)[:300]}); the folder mixes files of different runs"
+        ) from e
+    ckpt = out / "checkpoint.pt"
+    history = list(checkpoint.load(ckpt)["history"]) if ckpt.is_file() else []
+    best = dict(st.get("best") or {"metric": "val/acc_agg", "value": None, "unit": st.get("unit")})
+    return eng.FitResult(units_done=int(st.get("unit") or 0), finished=True, history=history, best=best)
