@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["FewShotConfig"]
+__all__ = ["FewShotConfig", "config_options"]
+
+#: the data sets of :data:`episodes.datasets.LOADERS` (a test checks both agree)
+DatasetName = Literal["omniglot", "mini-imagenet", "cifar-fs", "fc100", "tiny-imagenet", "imagefolder"]
 
 
 @dataclass
 class FewShotConfig:
     """Episodic few-shot training with SLA."""
 
-    dataset: Literal["omniglot", "mini-imagenet", "cifar-fs", "fc100", "imagefolder"] = "omniglot"  # data set
+    dataset: DatasetName = "omniglot"  # data set
     data_root: str = "data"  # folder holding the data set (see docs/usage.md for each layout)
     omniglot_split: Literal["vinyals", "background"] = "vinyals"  # omniglot: 1028/172/423 or Lake: 792/172/659
     download: bool = False  # download the data set when missing (omniglot, cifar-fs, fc100; needs a network)
@@ -60,3 +63,15 @@ class FewShotConfig:
     checkpoint_every: int = 100  # write OUT/checkpoint.pt every N steps
     test_only: bool = False  # evaluate OUT's best checkpoint on the test split without training
     stop_after: int = 0  # stop after this many steps of this invocation (to test --resume; 0 = never)
+
+
+def config_options(cfg: FewShotConfig) -> dict[str, Any]:
+    """The data set options of ``cfg`` (:attr:`episodes.datasets.DatasetEntry.options`) to pass to
+    :func:`episodes.datasets.load_data`: those the data set takes, and any other a user set (which it refuses,
+    naming the flag)."""
+    from .datasets import LOADERS
+
+    default = FewShotConfig()
+    keys = sorted({k for e in LOADERS.values() for k in e.options})
+    taken = LOADERS[cfg.dataset].options if cfg.dataset in LOADERS else ()
+    return {k: getattr(cfg, k) for k in keys if k in taken or getattr(cfg, k) != getattr(default, k)}

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from fewshot_sla import joint_labels
 
-from .data import FewShotData, gather
+from .datasets import FewShotData, gather
 from .sampler import EpisodeSampler, episode_labels
 from .task import EpisodeTask
 

@@ -37,7 +37,7 @@ from fewshot_sla.io import decode_images
 from fewshot_sla.utils import DataError
 
 from .config import FewShotConfig
-from .data import Stats, to_float
+from .datasets import Stats, to_float
 from .maml import ALGORITHMS
 from .task import EpisodeTask
 
@@ -124,7 +124,9 @@ class FewShotPredictor:
     @property
     def invert(self) -> bool:
         """Whether files and PIL images are inverted (Omniglot: stored with the ink bright)."""
-        return self.cfg.dataset == "omniglot"
+        from .datasets import LOADERS
+
+        return LOADERS[self.cfg.dataset].invert
 
     def __repr__(self) -> str:
         c = self.cfg

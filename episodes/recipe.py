@@ -41,8 +41,8 @@ from fewshot_sla.transforms import Transform
 from fewshot_sla.utils import DataError
 
 from .backbones import make_backbone
-from .config import FewShotConfig
-from .data import (
+from .config import FewShotConfig, config_options
+from .datasets import (
     DATASET_STATS,
     SPLITS,
     FewShotData,
@@ -154,6 +154,7 @@ class Recipe:
         image_shape: ``(C, H, W)`` of the images the network takes.
         shapes: ``(ways, shots, queries)`` of each split's episodes.
         test_episodes: the number of test episodes.
+        class_words: each split's human class names where the data set has them (Tiny ImageNet's words.txt).
     """
 
     cfg: FewShotConfig
@@ -164,6 +165,7 @@ class Recipe:
     image_shape: tuple[int, int, int]
     shapes: Mapping[str, tuple[int, int, int]]
     test_episodes: int
+    class_words: Mapping[str, tuple[str, ...]] | None = None
 
     @property
     def files_digest(self) -> str | None:
@@ -190,6 +192,7 @@ class Recipe:
             "episode_shapes": {s: list(v) for s, v in self.shapes.items()},
             "test_episodes": self.test_episodes,
             "class_rotations": self.cfg.class_rotations,
+            "class_words": {s: list(v) for s, v in self.class_words.items()} if self.class_words else None,
         }
 
     def record(self) -> dict[str, Any]:
@@ -219,6 +222,7 @@ class Recipe:
             image_shape=tuple(rec["image_shape"]),
             shapes=shapes_of(cfg),
             test_episodes=resolve_test_episodes(cfg),
+            class_words={s: tuple(v) for s, v in rec["class_words"].items()} if rec.get("class_words") else None,
         )
 
     def normalize(self, x: Tensor) -> Tensor:
@@ -236,12 +240,9 @@ def load_splits_for(cfg: FewShotConfig, record: Mapping[str, Any] | None = None)
     for a recorded one (``record``), the recorded class lists, checked against the record (a class gone or renamed,
     or an image folder class whose files changed, is a :class:`DataError` naming it)."""
     classes = None if record is None else record["recipe"]["classes"]
-    splits = load_data(
-        cfg.dataset, cfg.data_root, image_size=cfg.image_size, download=cfg.download,
-        omniglot_split=cfg.omniglot_split, channels=cfg.channels, class_split=cfg.class_split,
-        split_seed=cfg.split_seed, shapes=shapes_of(cfg), class_rotations=cfg.class_rotations,
-        classes=classes if cfg.dataset == "imagefolder" else None,
-    )
+    splits = load_data(cfg.dataset, cfg.data_root, image_size=cfg.image_size, download=cfg.download,
+                       options=config_options(cfg), shapes=shapes_of(cfg), class_rotations=cfg.class_rotations,
+                       classes=classes)
     if record is not None:
         _check_against_record(splits, record["recipe"], cfg)
     return splits
@@ -292,6 +293,7 @@ def resolve(cfg: FewShotConfig, splits: Mapping[str, FewShotData]) -> Recipe:
         image_shape=tuple(int(v) for v in train.images.shape[1:]),  # type: ignore[arg-type]
         shapes=shapes_of(cfg),
         test_episodes=resolve_test_episodes(cfg),
+        class_words={s: tuple(splits[s].class_words or ()) for s in SPLITS} if train.class_words else None,
     )
 
 

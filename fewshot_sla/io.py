@@ -39,6 +39,9 @@ from torch import Tensor
 from fewshot_sla.utils import DataError, atomic_torch_save
 
 __all__ = [
+    "IMAGE_SUFFIXES",
+    "class_folders",
+    "image_files",
     "safe_load_pickle",
     "str_keys",
     "describe",
@@ -87,6 +90,26 @@ _PICKLE_GLOBALS = frozenset(
         ("__builtin__", "bytearray"),
     }
 )
+
+
+#: The image files every loader and predictor reads (suffix compared case-insensitively): the one rule of the project.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def class_folders(d: str | Path) -> list[Path]:
+    """The class folders of ``d``: its non-hidden sub-folders (symbolic links to folders count; hidden ones such as
+    ``.fewshot_sla_cache`` do not), sorted by name. The one class-folder lister of every loader and predictor."""
+    return sorted((Path(e.path) for e in os.scandir(d) if e.is_dir() and not e.name.startswith(".")),
+                  key=lambda p: p.name)
+
+
+def image_files(d: str | Path) -> list[Path]:
+    """The images directly inside ``d``: non-hidden files with a suffix of :data:`IMAGE_SUFFIXES`, sorted by name."""
+    return sorted(
+        (Path(e.path) for e in os.scandir(d)
+         if e.is_file() and not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES),
+        key=lambda p: p.name,
+    )
 
 
 class _RefusedGlobal(pickle.UnpicklingError):

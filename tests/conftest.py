@@ -46,3 +46,10 @@ def omniglot_root() -> Path:
 def cifar10_imagefolder() -> Path:
     """The real CIFAR-10 (JPEG copy) as an ImageFolder tree: ``.../cifar10-jpeg/{train,test}/<class>/``."""
     return _materialize("cifar10") / "cifar10-jpeg"
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet_root() -> Path:
+    """A folder holding ``tiny-imagenet-200/{wnids.txt,words.txt,train/<wnid>/images/*.JPEG}`` (real Tiny ImageNet
+    photographs, 128 per class, no ``val/``)."""
+    return _materialize("tiny-imagenet")

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-import episodes.data as ed
+import episodes.datasets.imagefolder as ed
 from episodes.config import FewShotConfig
 from episodes.data import (
     DATASET_STATS,
@@ -259,7 +259,7 @@ def test_config_errors(tmp_path):
         load_splits(FewShotConfig(dataset="cifar-fs", data_root=str(tmp_path), channels=3))
     with pytest.raises(ValueError, match="--download does not apply to --dataset imagefolder"):
         load_splits(_cfg(tmp_path, download=True))
-    with pytest.raises(ValueError, match="an image folder has no fixed statistics; pass stats=data.stats"):
+    with pytest.raises(ValueError, match="imagefolder has no fixed statistics; pass stats="):
         to_float(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), "imagefolder")
 
 
