@@ -3,16 +3,24 @@
     sla-report runs/c10_ce runs/c10_ldam_sla --out report     # two run folders
     sla-report runs/grid                                      # every run below a grid's folder
 
-Every run of ``sla-longtail`` and ``sla-fewshot`` writes ``RUN_DIR/metrics.json``: the metrics at
-top level plus ``"config"`` (the resolved config), ``"seed"``, ``"git_commit"`` and, for long-tail
-runs, ``"class_counts"``. This module reads them, groups the runs that differ only by seed (and by
-bookkeeping keys such as ``out`` or ``device``, see :data:`BOOKKEEPING_KEYS`), and writes
-``OUT/report.md`` with one table row per group (mean +- sample std over seeds),
-``OUT/per_class.png`` (long tail: per-class accuracy against training-class size) and
-``OUT/fewshot.png`` (few-shot accuracy with its error bars).
+Every run of ``sla-longtail`` and ``sla-fewshot`` writes ``RUN_DIR/metrics.json``: the metrics at top level plus
+``"config"``, ``"seed"``, ``"git_commit"`` and three entries from its recipe (see :mod:`fewshot_sla.runs`):
 
-:func:`per_class_plot` is the project's one per-class plot; ``sla-longtail`` and ``sla-demo`` call
-it too. matplotlib is imported only inside the plotting functions.
+- ``"identity"``: ``{"method": {...}, "data": {...}}``, what defines the run's method (the config without the seed,
+  paths and bookkeeping) and its data (e.g. the digest of an image folder's file list; never a path);
+- ``"group"``: the short name of that identity (:func:`fewshot_sla.runs.group_id`), also the run's W&B group;
+- ``"report"``: its package's :class:`ReportSpec` (kind, title, name and context keys, columns, legend, plot).
+
+This module groups the runs by ``group`` (the seeds of one method on one data set, whatever their paths and
+re-test flags), labels each group by the identity keys that differ between the groups of its kind, and writes
+``OUT/report.md``: one table per kind, one row per group, with the columns the runs' spec declares, and the plot
+the spec names (:data:`PLOTS`). It knows no package's config schema. A run whose metrics.json lacks these entries
+(one recorded before runs carried them, or another tool's, such as ``sla-demo``'s) is listed, not tabled;
+``scripts/upgrade_run_records.py`` adds them to an old run. A run still training is grouped by its run record
+(``OUT/recipe.json``).
+
+:func:`per_class_plot` is the project's one per-class plot; ``sla-longtail`` and ``sla-demo`` call it too.
+matplotlib is imported only inside the plotting functions.
 """
 
 from __future__ import annotations
@@ -21,25 +29,32 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
-from .tracking import GROUP_IGNORE, format_table  # the project's one table formatter
+from .runs import RECORD_FILE, canonical
+from .tracking import format_table  # the project's one table formatter
 
 __all__ = [
-    "BOOKKEEPING_KEYS",
+    "CELLS",
+    "PLOTS",
+    "Column",
     "Group",
     "ReportError",
+    "ReportSpec",
     "Run",
+    "check_spec",
     "find_run_dirs",
     "fewshot_plot",
+    "flat_identity",
     "format_table",
     "group_runs",
     "load_runs",
@@ -50,27 +65,168 @@ __all__ = [
     "write_report",
 ]
 
-# Config keys that say how or where a run ran, not what it computed: runs that differ only in
-# these (and the seed) are repetitions of one method. ``amp`` and ``channels_last`` change the
-# numerics slightly, like ``device``, but not the method, so they do not split a group either.
-#: The keys W&B's run groups ignore too (one list: :data:`fewshot_sla.tracking.GROUP_IGNORE`).
-BOOKKEEPING_KEYS: frozenset[str] = frozenset(GROUP_IGNORE)
+UPGRADE = "scripts/upgrade_run_records.py"
 
-# When only one group exists nothing differs between groups; these keys then name the method.
-_NAME_KEYS = {"longtail": ("loss", "drw", "transform", "sd"), "fewshot": ("learner", "ways", "shots", "transform")}
-# Settings printed above a table when every row shares them (the context of the numbers).
-_CONTEXT_KEYS = {
-    "longtail": ("dataset", "imbalance_ratio", "profile", "backbone", "epochs", "sampler", "limit_train", "limit_test"),
-    "fewshot": ("dataset", "backbone", "learner", "ways", "shots", "test_ways", "test_shots", "train_episodes"),
-}
-_KIND_TITLES = {"longtail": "Long-tailed classification", "fewshot": "Few-shot classification"}
+
+class _ColumnBase(TypedDict):
+    name: str  # the column's heading
+    cell: str  # one of CELLS
+    key: str  # the metrics.json key the cell summarises over the group's seeds
+
+
+class Column(_ColumnBase, total=False):
+    """One table column of a :class:`ReportSpec`."""
+
+    ci: str  # mean_ci: the key of each run's 95% confidence half-width
+
+
+class ReportSpec(TypedDict):
+    """How ``sla-report`` tables one kind of run; a package declares it (``REPORT`` in its ``reporting.py``) and
+    each run carries it in metrics.json as ``"report"``.
+
+    Keys:
+        kind: runs of one kind share one table (e.g. ``"fewshot"``).
+        title: the table's heading.
+        name_keys: ``identity.method`` keys that name the method when a kind has a single group (nothing differs).
+        context_keys: ``identity.method`` keys printed above the table when every row shares their value.
+        columns: the cells of each row after ``method`` and ``seeds`` (see :data:`CELLS`).
+        legend: printed under the table.
+        plot: the figure drawn for this kind (a key of :data:`PLOTS`), or None.
+    """
+
+    kind: str
+    title: str
+    name_keys: list[str]
+    context_keys: list[str]
+    columns: list[Column]
+    legend: str
+    plot: str | None
 
 
 class ReportError(ValueError):
     """A run folder or metrics file the report cannot use; the message names it and the fix."""
 
 
-# -- loading ----------------------------------------------------------------------------------------
+# -- the spec -------------------------------------------------------------------------------------------
+def _num(v: Any) -> float:
+    """A metric value as a float; null (NaN in strict JSON) and non-numbers become NaN."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return math.nan
+    return float(v)
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
+    """Mean and sample standard deviation (ddof=1) of the finite values.
+
+    NaN and None (a null in metrics.json) are left out and counted: the third value is how many
+    values entered. The std is NaN with fewer than two values, the mean NaN with none.
+    """
+    v = np.asarray([_num(x) for x in values], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.2f}"
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt_value(x) for x in v) + "]"
+    return str(v)
+
+
+def _cell_mean_std(runs: Sequence[Run], col: Mapping[str, Any]) -> str:
+    """Mean +- sample std over the seeds of ``col["key"]``, in %."""
+    key = col["key"]
+    if not any(key in r.metrics for r in runs):
+        return "-"  # the method has no such number (e.g. SD without --sd)
+    mean, std, n = mean_std(r.metrics.get(key) for r in runs)
+    if n == 0:
+        return "n/a"
+    cell = f"{_pct(mean)} +- {_pct(std)}"
+    return cell if n == len(runs) else f"{cell} ({n} of {len(runs)} seeds)"
+
+
+def _cell_mean_ci(runs: Sequence[Run], col: Mapping[str, Any]) -> str:
+    """Mean over seeds of ``col["key"]`` +- the mean of the runs' 95% confidence half-widths ``col["ci"]``, in %."""
+    key = col["key"]
+    if not any(key in r.metrics for r in runs):
+        return "-"
+    pairs = [(_num(r.metrics.get(key)), _num(r.metrics.get(col["ci"]))) for r in runs]
+    pairs = [(a, c) for a, c in pairs if math.isfinite(a)]
+    if not pairs:
+        return "n/a"
+    acc = float(np.mean([a for a, _ in pairs]))
+    cis = [c for _, c in pairs if math.isfinite(c)]
+    cell = f"{_pct(acc)} +- {_pct(float(np.mean(cis)) if cis else math.nan)}"
+    return cell if len(pairs) == len(runs) else f"{cell} ({len(pairs)} of {len(runs)} seeds)"
+
+
+def _cell_distinct(runs: Sequence[Run], col: Mapping[str, Any]) -> str:
+    """The distinct values of ``col["key"]`` over the seeds, joined by ``/`` (e.g. the number of test episodes)."""
+    vals = list(dict.fromkeys(_fmt_value(v) for v in (r.metrics.get(col["key"]) for r in runs) if v is not None))
+    return "/".join(vals) if vals else "-"
+
+
+#: The cell kinds a :class:`Column` may name: ``(finished runs of a group, the column) -> cell text``.
+CELLS: dict[str, Callable[[Sequence[Run], Mapping[str, Any]], str]] = {
+    "mean_std": _cell_mean_std,
+    "mean_ci": _cell_mean_ci,
+    "distinct": _cell_distinct,
+}
+_CELL_NEEDS = {"mean_ci": ("ci",)}
+#: The plots a spec may name: ``per_class`` (:func:`per_class_plot` of each group's mean ``test/per_class_acc``
+#: against ``class_counts``) and ``episodes`` (:func:`fewshot_plot`: ``test/acc`` +- ``test/acc_ci95``).
+PLOTS: tuple[str, ...] = ("per_class", "episodes")
+_ROW_HEAD = ("method", "seeds")  # the first two cells of every row
+
+
+def check_spec(spec: Any) -> None:
+    """Check a report spec (a package's ``REPORT``, or the ``"report"`` of a metrics.json).
+
+    Raises:
+        ReportError: naming what is missing or unknown (e.g. a cell kind this version does not know).
+    """
+    if not isinstance(spec, dict):
+        raise ReportError(f"the report spec is a {type(spec).__name__}, not a mapping")
+    for k, typ in (("kind", str), ("title", str), ("name_keys", list), ("context_keys", list), ("columns", list),
+                   ("legend", str)):
+        if not isinstance(spec.get(k), typ):
+            raise ReportError(f"the report spec's {k!r} is missing or not a {typ.__name__}")
+    if not spec["kind"]:
+        raise ReportError("the report spec's 'kind' is empty")
+    if spec.get("plot") is not None and spec["plot"] not in PLOTS:
+        raise ReportError(f"the report spec names the plot {spec['plot']!r}, which this version does not draw "
+                          f"(it draws {', '.join(PLOTS)})")
+    names: list[str] = []
+    for i, col in enumerate(spec["columns"]):
+        if not isinstance(col, dict) or not all(isinstance(col.get(k), str) for k in ("name", "cell", "key")):
+            raise ReportError(f"column {i} of the report spec needs the strings 'name', 'cell' and 'key'")
+        if col["cell"] not in CELLS:
+            raise ReportError(f"column {col['name']!r} of the report spec has the cell kind {col['cell']!r}, which "
+                              f"this version does not know ({', '.join(CELLS)})")
+        missing = [k for k in _CELL_NEEDS.get(col["cell"], ()) if not isinstance(col.get(k), str)]
+        if missing:
+            raise ReportError(f"column {col['name']!r} ({col['cell']}) of the report spec needs {missing}")
+        names.append(col["name"])
+    clash = sorted({n for n in names if names.count(n) > 1 or n in _ROW_HEAD})
+    if clash:
+        raise ReportError(f"the report spec's column names {clash} repeat or clash with {list(_ROW_HEAD)}")
+
+
+def _check_identity(ident: Any) -> None:
+    if not (isinstance(ident, dict) and isinstance(ident.get("method"), dict) and isinstance(ident.get("data"), dict)):
+        raise ReportError('its "identity" is not {"method": {...}, "data": {...}}')
+
+
+# -- loading --------------------------------------------------------------------------------------------
 @dataclass
 class Run:
     """One run folder.
@@ -78,18 +234,27 @@ class Run:
     Attributes:
         path: the run folder.
         metrics: the content of ``metrics.json`` (empty when the run never wrote one).
-        config: the resolved config (``metrics["config"]``, else ``config.yaml``).
-        kind: ``"longtail"`` (sla-longtail), ``"fewshot"`` (sla-fewshot) or ``"other"`` (e.g. sla-demo).
-        finished: True when ``metrics.json`` holds ``test/acc``.
-        status: why an unfinished or other run is not in the tables (empty for a finished run).
+        config: the resolved config (``metrics["config"]``, else the run record's, else ``config.yaml``).
+        identity: what defines its method and data (``metrics["identity"]``, else the run record's), or None.
+        group: the name of that identity (``metrics["group"]``), or None.
+        spec: the report spec (``metrics["report"]``), or None: then the run is listed, not tabled.
+        finished: True when metrics.json holds a number of the spec's columns.
+        status: why an unfinished or untabled run is not in the tables (empty for a finished run).
     """
 
     path: Path
     metrics: dict[str, Any]
     config: dict[str, Any]
-    kind: str
+    identity: dict[str, Any] | None
+    group: str | None
+    spec: dict[str, Any] | None
     finished: bool
     status: str = ""
+
+    @property
+    def kind(self) -> str | None:
+        """The spec's kind (e.g. ``"longtail"``), or None for a run that is not tabled."""
+        return self.spec["kind"] if self.spec is not None else None
 
     @property
     def seed(self) -> Any:
@@ -106,19 +271,11 @@ class Run:
         return self.metrics.get("class_counts")
 
 
-def _run_kind(config: Mapping[str, Any]) -> str:
-    if "imbalance_ratio" in config and "loss" in config:
-        return "longtail"
-    if "learner" in config and "ways" in config:
-        return "fewshot"
-    return "other"  # e.g. sla-demo: several methods per metrics.json, no top-level test/acc
-
-
 def find_run_dirs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     """Run folders in or below ``paths``, in the order given (sorted below each path), without duplicates.
 
-    A run folder is one holding ``metrics.json`` or ``config.yaml`` (an unfinished run writes only
-    the latter); the search does not descend into a run folder (W&B keeps a copy of metrics.json
+    A run folder is one holding ``metrics.json``, ``config.yaml`` or ``recipe.json`` (an unfinished run
+    has only the latter two); the search does not descend into a run folder (W&B keeps a copy of metrics.json
     under ``RUN/wandb/``) nor into ``wandb`` or hidden folders.
 
     Raises:
@@ -130,7 +287,7 @@ def find_run_dirs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     seen: set[Path] = set()
 
     def is_run(d: Path) -> bool:
-        return (d / "metrics.json").is_file() or (d / "config.yaml").is_file()
+        return any((d / f).is_file() for f in ("metrics.json", "config.yaml", RECORD_FILE))
 
     def walk(d: Path) -> list[Path]:
         if is_run(d):
@@ -167,7 +324,7 @@ def find_run_dirs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def _read_metrics(path: Path) -> dict[str, Any]:
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
     # Strict JSON (nulls become NaN in the tables). Bare NaN/Infinity tokens, which older writers
     # produced, are read as floats so that those runs still report.
     try:
@@ -178,10 +335,7 @@ def _read_metrics(path: Path) -> dict[str, Any]:
             "edited: rerun the run (with --resume) or remove its folder from the report"
         ) from None
     if not isinstance(data, dict):
-        raise ReportError(
-            f"{str(path)!r} holds a {type(data).__name__}, not a JSON object of metrics; "
-            "it was not written by sla-longtail or sla-fewshot"
-        )
+        raise ReportError(f"{str(path)!r} holds a {type(data).__name__}, not a JSON object of {what}")
     return data
 
 
@@ -197,20 +351,57 @@ def _read_config_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+_BLOCKS = ("identity", "group", "report")
+
+
+def _blocks(source: Mapping[str, Any], name: str) -> tuple[dict[str, Any], str, dict[str, Any]] | str:
+    """``(identity, group, spec)`` of a metrics.json or run record, or why there are none (a status)."""
+    have = [k for k in _BLOCKS if k in source]
+    if not have:
+        return (
+            f"not tabled: its {name} has no identity, group and report entries (a sla-longtail or sla-fewshot run "
+            f"recorded before runs carried them, or another tool's run such as sla-demo's); an old run is upgraded "
+            f"by {UPGRADE} RUN_DIR"
+        )
+    if len(have) < len(_BLOCKS):
+        lacks = ", ".join(k for k in _BLOCKS if k not in have)
+        return (f"not tabled: its {name} has {', '.join(have)} but not {lacks}; the file was edited or cut: "
+                f"{UPGRADE} RUN_DIR --force rewrites the entries from its config")
+    try:
+        _check_identity(source["identity"])
+        if not isinstance(source["group"], str) or not source["group"]:
+            raise ReportError('its "group" is not a non-empty string')
+        check_spec(source["report"])
+    except ReportError as e:
+        return (f"not tabled: the record in its {name} is not readable by this version ({e}); update fewshot-sla, "
+                f"or rewrite it with {UPGRADE} RUN_DIR --force")
+    return dict(source["identity"]), source["group"], dict(source["report"])
+
+
+def _read_record(d: Path) -> dict[str, Any] | None:
+    """The run record ``RUN/recipe.json`` as a plain mapping, or None without one (read leniently: only its
+    identity, group, report and config are used, to group a run that has not finished)."""
+    path = d / RECORD_FILE
+    return _read_json_object(path, "a run record") if path.is_file() else None
+
+
 def _unfinished_status(metrics: Mapping[str, Any], config: Mapping[str, Any], has_metrics: bool) -> str:
     if not has_metrics:
-        return "unfinished: no metrics.json yet (config.yaml only); continue it with --resume"
-    for done, total in (("epochs_done", "epochs"), ("episodes_done", "train_episodes")):
-        if done in metrics:
-            return f"unfinished: {metrics[done]} of {config.get(total, '?')} {total} done; continue it with --resume"
-    return "unfinished: metrics.json has no test/acc; continue it with --resume"
+        return "unfinished: no metrics.json yet; continue it with --resume"
+    for k, v in metrics.items():  # e.g. epochs_done: N, with the config's epochs as the total
+        if k.endswith("_done"):
+            unit = k[: -len("_done")]
+            total = f" of {_fmt_value(config[unit])}" if unit in config else ""
+            return f"unfinished: {_fmt_value(v)}{total} {unit} done; continue it with --resume"
+    return "unfinished: metrics.json has none of its table's metrics; continue it with --resume"
 
 
 def load_runs(dirs: str | Path | Iterable[str | Path]) -> list[Run]:
-    """Every run in or below ``dirs`` (see :func:`find_run_dirs`), finished or not.
+    """Every run in or below ``dirs`` (see :func:`find_run_dirs`), finished or not, tabled or not.
 
-    Nothing is skipped: a run without ``test/acc`` (or without metrics.json but with config.yaml)
-    comes back with ``finished=False`` and its ``status`` says why, so the report lists it.
+    A run's identity, group and report spec come from its metrics.json, else (a run still training) from its run
+    record ``recipe.json``. Nothing is skipped: a run without them, or without metrics, comes back with
+    ``finished=False`` and its ``status`` says why, so the report lists it.
 
     Raises:
         ReportError: a path that is not (and holds no) run folder, or a metrics.json that is not JSON.
@@ -219,58 +410,72 @@ def load_runs(dirs: str | Path | Iterable[str | Path]) -> list[Run]:
     for d in find_run_dirs(dirs):
         mpath = d / "metrics.json"
         has_metrics = mpath.is_file()
-        metrics = _read_metrics(mpath) if has_metrics else {}
+        metrics = _read_json_object(mpath, "metrics") if has_metrics else {}
+        record = None if any(k in metrics for k in _BLOCKS) else _read_record(d)  # only when needed
         config = metrics.get("config")
         if not isinstance(config, dict):
+            config = record.get("config") if record is not None else None
+        if not isinstance(config, dict):
             config = _read_config_yaml(d / "config.yaml") if (d / "config.yaml").is_file() else {}
-        kind = _run_kind(config)
-        finished = "test/acc" in metrics
-        if kind == "other":
-            status = "not a sla-longtail or sla-fewshot run (no loss/imbalance_ratio or learner/ways in its config)"
-        elif not finished:
-            status = _unfinished_status(metrics, config, has_metrics)
+        if record is not None:
+            got = _blocks(record, RECORD_FILE)
+        elif has_metrics:
+            got = _blocks(metrics, "metrics.json")
         else:
-            status = ""
-        runs.append(Run(d, metrics, dict(config), kind, finished and kind != "other", status))
+            got = ("unfinished and not tabled: no metrics.json yet, and no run record (recipe.json) to group it by; "
+                   "continue it with --resume")
+        if isinstance(got, str):
+            runs.append(Run(d, metrics, dict(config), None, None, None, False, got))
+            continue
+        ident, group, spec = got
+        finished = has_metrics and any(c["key"] in metrics for c in spec["columns"])
+        status = "" if finished else _unfinished_status(metrics, config, has_metrics)
+        runs.append(Run(d, metrics, dict(config), ident, group, spec, finished, status))
     return runs
 
 
-# -- grouping ---------------------------------------------------------------------------------------
-def _hashable(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return tuple(_hashable(x) for x in v)
-    if isinstance(v, dict):
-        return tuple(sorted((str(k), _hashable(x)) for k, x in v.items()))
-    return v
+# -- grouping -------------------------------------------------------------------------------------------
+def flat_identity(ident: Mapping[str, Any]) -> dict[str, Any]:
+    """An identity as one mapping: the method keys by name, then the data keys as ``data.<key>``."""
+    return {**ident.get("method", {}), **{f"data.{k}": v for k, v in ident.get("data", {}).items()}}
 
 
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_fmt_value(x) for x in v) + "]"
-    return str(v)
+_DIGEST = re.compile(r"[0-9a-f]{9,}")
+
+
+def _label_value(key: str, v: Any) -> str:
+    if key.startswith("data.") and isinstance(v, str) and _DIGEST.fullmatch(v):
+        return v[:8]  # a file-list digest: its head tells the folders apart
+    return _fmt_value(v)
 
 
 @dataclass
 class Group:
-    """Runs of one method: the same kind and config apart from the seed and :data:`BOOKKEEPING_KEYS`.
+    """The runs of one method on one data set: the same kind and ``group`` (seeds, paths, re-tests aside).
 
     Attributes:
-        kind: ``"longtail"`` or ``"fewshot"``.
-        settings: the config without the ignored keys (what defines the group).
+        kind: the spec's kind (e.g. ``"longtail"``).
+        group: the runs' ``group`` (:func:`fewshot_sla.runs.group_id` of ``identity``).
+        identity: ``{"method": {...}, "data": {...}}`` of the first run.
+        spec: the report spec of the first run.
         runs: every run of the group, finished or not.
-        label: the fields that differ between the groups of this kind, e.g.
-            ``loss=ldam drw=True transform=rotation sd=True``.
+        label: the identity keys that differ between the groups of this kind with their values, e.g.
+            ``lr=0.1 transform=rotation`` or ``data.files=3fa2b1c0``.
+        label_keys: those keys (flattened, see :func:`flat_identity`).
+        values: :func:`flat_identity` of ``identity``.
     """
 
     kind: str
-    settings: dict[str, Any]
+    group: str
+    identity: dict[str, Any]
+    spec: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
     label: str = ""
     label_keys: list[str] = field(default_factory=list)
+    values: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.values = flat_identity(self.identity)
 
     @property
     def finished(self) -> list[Run]:
@@ -278,197 +483,89 @@ class Group:
         return [r for r in self.runs if r.finished]
 
 
-#: Config keys added after runs were recorded, per kind, with the value that gives the behaviour of a run
-#: recorded without them (so that adding a field does not split old and new runs of one method).
-ADDED_KEYS: dict[str, dict[str, Any]] = {
-    "longtail": {"vs_gamma": 0.2, "vs_tau": 1.2, "sam_rho": 0.0},
-}
-
-
-def group_runs(runs: Sequence[Run], ignore: Iterable[str] = BOOKKEEPING_KEYS) -> list[Group]:
-    """Group the long-tail and few-shot runs that differ only by the keys in ``ignore`` (the seed and
-    bookkeeping), in order of first appearance, and label each group by the config fields that
-    differ between the groups of its kind (a missing key counts as a value of its own, except the
-    keys of :data:`ADDED_KEYS`, which take their old-behaviour value). With a
-    single group of a kind, the label names its method keys (loss, drw, transform, sd; or learner,
-    ways, shots, transform). Runs of kind ``"other"`` are not grouped.
-    """
-    ignored = set(ignore)
-    groups: dict[tuple[Any, ...], Group] = {}
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """Group the tabled runs by kind and ``group``, in order of first appearance, and label each group by the
+    identity keys whose values differ between the groups of its kind (a missing key counts as a value of its own,
+    ``(unset)``), in the order the identities list them. With a single group of a kind, the label names the
+    spec's ``name_keys``. Runs without a spec are not grouped."""
+    groups: dict[tuple[str, str], Group] = {}
     for r in runs:
-        if r.kind == "other":
+        if r.spec is None or r.identity is None or r.group is None:
             continue
-        config = {**r.config, **{k: v for k, v in ADDED_KEYS.get(r.kind, {}).items() if k not in r.config}}
-        settings = {k: v for k, v in config.items() if k not in ignored}
-        key = (r.kind, _hashable(settings))
+        key = (r.spec["kind"], r.group)
         if key not in groups:
-            groups[key] = Group(r.kind, settings)
+            groups[key] = Group(r.spec["kind"], r.group, r.identity, r.spec)
         groups[key].runs.append(r)
     out = list(groups.values())
     for kind in dict.fromkeys(g.kind for g in out):
         same = [g for g in out if g.kind == kind]
-        keys = list(dict.fromkeys(k for g in same for k in g.settings))  # config order, as the scripts write it
-        missing = object()
-        differ = [k for k in keys if len({_hashable(g.settings.get(k, missing)) for g in same}) > 1]
+        keys = list(dict.fromkeys(k for g in same for k in g.values))  # config order, as the recipes write it
+        missing = "\0unset"
+        differ = [k for k in keys if len({canonical(g.values.get(k, missing)) for g in same}) > 1]
         if not differ:
-            differ = [k for k in _NAME_KEYS[kind] if k in keys]
+            differ = [k for k in same[0].spec["name_keys"] if k in keys]
         for g in same:
             g.label_keys = differ
-            g.label = " ".join(f"{k}={_fmt_value(g.settings[k]) if k in g.settings else '(unset)'}" for k in differ)
+            g.label = " ".join(f"{k}={_label_value(k, g.values[k]) if k in g.values else '(unset)'}" for k in differ)
             g.label = g.label or kind
     return out
 
 
-# -- statistics and the table -----------------------------------------------------------------------
-def _num(v: Any) -> float:
-    """A metric value as a float; null (NaN in strict JSON) and non-numbers become NaN."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return math.nan
-    return float(v)
-
-
-def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
-    """Mean and sample standard deviation (ddof=1) of the finite values.
-
-    NaN and None (a null in metrics.json) are left out and counted: the third value is how many
-    values entered. The std is NaN with fewer than two values, the mean NaN with none.
-    """
-    v = np.asarray([_num(x) for x in values], dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
-
-
-def _pct(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{100 * x:.2f}"
-
-
-def _cell_mean_std(runs: Sequence[Run], key: str) -> str:
-    if not any(key in r.metrics for r in runs):
-        return "-"  # the method has no such number (e.g. SD without --sd)
-    mean, std, n = mean_std(r.metrics.get(key) for r in runs)
-    if n == 0:
-        return "n/a"
-    cell = f"{_pct(mean)} +- {_pct(std)}"
-    return cell if n == len(runs) else f"{cell} ({n} of {len(runs)} seeds)"
-
-
-def _cell_mean_ci(runs: Sequence[Run], key: str) -> str:
-    # Mean over seeds of each run's accuracy, +- the mean of the runs' 95% confidence half-widths.
-    if not any(key in r.metrics for r in runs):
-        return "-"
-    pairs = [(_num(r.metrics.get(key)), _num(r.metrics.get(f"{key}_ci95"))) for r in runs]
-    pairs = [(a, c) for a, c in pairs if math.isfinite(a)]
-    if not pairs:
-        return "n/a"
-    acc = float(np.mean([a for a, _ in pairs]))
-    cis = [c for _, c in pairs if math.isfinite(c)]
-    cell = f"{_pct(acc)} +- {_pct(float(np.mean(cis)) if cis else math.nan)}"
-    return cell if len(pairs) == len(runs) else f"{cell} ({len(pairs)} of {len(runs)} seeds)"
-
-
-def _distinct(values: Iterable[Any]) -> str:
-    vals = list(dict.fromkeys(_fmt_value(v) for v in values if v is not None))
-    return "/".join(vals) if vals else "-"
-
-
+# -- the table ------------------------------------------------------------------------------------------
 def _md(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _table_rows(groups: Sequence[Group], kind: str) -> tuple[list[dict[str, str]], list[str]]:
+def _kind_table(groups: Sequence[Group], spec: Mapping[str, Any]) -> str:
     rows = []
     for g in groups:
         runs = g.finished
         if not runs:
             continue
         row = {"method": _md(g.label), "seeds": str(len(runs))}
-        if kind == "longtail":
-            row.update(
-                {
-                    "SI": _cell_mean_std(runs, "test/acc"),
-                    "AG": _cell_mean_std(runs, "test/acc_agg"),
-                    "SD": _cell_mean_std(runs, "test/acc_distilled"),
-                    "mode": _distinct(r.metrics.get("test/main_mode") for r in runs),
-                    "balanced": _cell_mean_std(runs, "test/balanced_acc"),
-                    "many": _cell_mean_std(runs, "test/acc_many"),
-                    "medium": _cell_mean_std(runs, "test/acc_medium"),
-                    "few": _cell_mean_std(runs, "test/acc_few"),
-                }
-            )
-        else:
-            row.update(
-                {
-                    "episodes": _distinct(r.metrics.get("test/episodes") for r in runs),
-                    "acc +- 95% CI": _cell_mean_ci(runs, "test/acc"),
-                    "acc +- std (seeds)": _cell_mean_std(runs, "test/acc"),
-                    "SI +- 95% CI": _cell_mean_ci(runs, "test/acc_single"),
-                    "SI +- std (seeds)": _cell_mean_std(runs, "test/acc_single"),
-                }
-            )
+        for col in spec["columns"]:
+            row[col["name"]] = CELLS[col["cell"]](runs, col)
         rows.append(row)
-    return rows, list(rows[0]) if rows else []
+    return format_table(rows, list(rows[0])) if rows else ""
 
 
-_LEGENDS = {
-    "longtail": (
-        "Test accuracy in %, mean +- sample std (ddof=1) over seeds; the std is n/a with one seed. "
-        "SI: SLA+SI (`test/acc`, the plain prediction), AG: SLA+AG, SD: SLA+SD; balanced, many, medium "
-        "and few use the best mode the model has (`mode`: distilled > aggregated > single); many > 100, "
-        "medium 20-100, few < 20 training images. `-`: the method has no such number; "
-        "`(k of n seeds)`: only k runs had a value (null in metrics.json); `n/a`: none had."
-    ),
-    "fewshot": (
-        "Test accuracy in %. `acc +- 95% CI`: mean over seeds of each run's mean episode accuracy "
-        "(`test/acc`: SLA+AG with SLA, plain accuracy for the baseline), +- the mean of the runs' 95% "
-        "confidence half-widths (1.96 std / sqrt(episodes)). `acc +- std (seeds)`: the same mean +- the "
-        "sample std (ddof=1) of the runs' accuracies, n/a with one seed. SI: SLA+SI, with its mean 95% CI and "
-        "with its std over seeds. "
-        "`(k of n seeds)`: only k runs had a value (null in metrics.json); `n/a`: none had."
-    ),
-}
-
-
-def _context(groups: Sequence[Group], kind: str) -> str:
+def _context(groups: Sequence[Group], spec: Mapping[str, Any]) -> str:
     shared = []
-    for k in _CONTEXT_KEYS[kind]:
-        vals = {_hashable(g.settings.get(k)) for g in groups}
-        if len(vals) == 1 and k in groups[0].settings and k not in groups[0].label_keys:
-            shared.append(f"{k}={_fmt_value(groups[0].settings[k])}")
+    for k in spec["context_keys"]:
+        vals = {canonical(g.values.get(k)) for g in groups}
+        if len(vals) == 1 and k in groups[0].values and k not in groups[0].label_keys:
+            shared.append(f"{k}={_fmt_value(groups[0].values[k])}")
     return " ".join(shared)
 
 
-def _kind_table(groups: Sequence[Group], kind: str) -> str:
-    rows, cols = _table_rows(groups, kind)
-    if not rows:
-        return ""
-    return format_table(rows, cols)
+def _kinds(groups: Sequence[Group]) -> dict[str, list[Group]]:
+    """The groups by kind, kinds in order of first appearance."""
+    out: dict[str, list[Group]] = {}
+    for g in groups:
+        out.setdefault(g.kind, []).append(g)
+    return out
 
 
 def report_table(runs: Sequence[Run]) -> str:
-    """Markdown tables of the finished runs, one row per group (see :func:`group_runs`).
+    """Markdown tables of the finished runs, one per kind, one row per group (see :func:`group_runs`).
 
-    Long tail: SI (``test/acc``), AG, SD, the main mode's balanced accuracy and the many/medium/few
-    accuracies; few-shot: the mean accuracy +- the mean per-run 95% CI, the same mean +- the std over
-    seeds, and SI +- its CI. Values in % with two decimals, mean +- sample std (ddof=1) over seeds;
-    with one seed the std is ``n/a``. One table per kind, each under a ``##`` heading and followed by
-    a legend. Returns an empty string when no run is finished.
+    Each table follows its kind's spec (that of its first run): a ``##`` heading (the spec's ``title``), the
+    context keys every row shares, the rows (``method``, ``seeds``, then the spec's columns: values in % with two
+    decimals, mean +- sample std (ddof=1) over seeds, ``n/a`` for the std of one seed) and the spec's legend.
+    Returns an empty string when no run is finished.
     """
-    groups = group_runs(runs)
     parts = []
-    for kind in ("longtail", "fewshot"):
-        same = [g for g in groups if g.kind == kind]
-        table = _kind_table(same, kind)
+    for same in _kinds(group_runs(runs)).values():
+        spec = same[0].spec
+        table = _kind_table(same, spec)
         if not table:
             continue
-        ctx = _context([g for g in same if g.finished], kind)
+        ctx = _context([g for g in same if g.finished], spec)
         parts.append(
-            f"## {_KIND_TITLES[kind]}\n\n"
+            f"## {spec['title']}\n\n"
             + (f"Shared by every row: `{ctx}`\n\n" if ctx else "")
             + table
-            + "\n\n"
-            + _LEGENDS[kind]
+            + (f"\n\n{spec['legend']}" if spec["legend"] else "")
         )
     return "\n\n".join(parts)
 
@@ -585,14 +682,16 @@ def per_class_plot(
 
 
 def fewshot_plot(groups: Sequence[Group], path: str | Path, title: str = "") -> Path:
-    """Few-shot test accuracy per group (horizontal), with two kinds of error bar, both in the legend.
+    """Few-shot test accuracy per group (horizontal), with two kinds of error bar, both in the legend: the
+    ``episodes`` plot of :data:`PLOTS`.
 
     Each group's dot is the mean over seeds of ``test/acc``; the black bar is the mean of the runs'
     95% confidence half-widths (``test/acc_ci95``, over test episodes); with two or more seeds an
     orange bar shows the sample std (ddof=1) over seeds, and small circles the single seeds.
 
     Args:
-        groups: few-shot groups (from :func:`group_runs`); groups without finished runs are left out.
+        groups: groups (from :func:`group_runs`) whose spec names the ``episodes`` plot; groups without
+            finished runs are left out.
         path: the PNG to write (its folder is created).
         title: the plot title.
 
@@ -600,15 +699,18 @@ def fewshot_plot(groups: Sequence[Group], path: str | Path, title: str = "") -> 
         ``path``.
 
     Raises:
-        ValueError: a group that is not few-shot, or no group with a finished run.
+        ValueError: a group whose spec does not name the ``episodes`` plot, or no group with a finished run.
         ImportError: matplotlib is not installed.
     """
-    bad = [g.label for g in groups if g.kind != "fewshot"]
+    bad = [g.label for g in groups if g.spec.get("plot") != "episodes"]
     if bad:
-        raise ValueError(f"fewshot_plot takes few-shot groups only; {bad} are not (use per_class_plot for long tail)")
+        raise ValueError(
+            f"fewshot_plot draws the groups whose report spec names the 'episodes' plot; {bad} are not such "
+            "groups (per_class_plot draws the per-class ones)"
+        )
     groups = [g for g in groups if g.finished]
     if not groups:
-        raise ValueError("fewshot_plot: no few-shot group has a finished run (test/acc in metrics.json)")
+        raise ValueError("fewshot_plot: no group has a finished run (test/acc in metrics.json)")
     fig = _figure((8.0, 1.2 + 0.45 * len(groups)))
     ax = fig.add_subplot()
     first = {"ci": True, "std": True, "seed": True}
@@ -665,7 +767,7 @@ def fewshot_plot(groups: Sequence[Group], path: str | Path, title: str = "") -> 
 
 
 def _mean_per_class(g: Group) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mean per-class accuracy over seeds, class counts) of a long-tail group, or None without them."""
+    """(mean per-class accuracy over seeds, class counts) of a group, or None without them."""
     runs = [r for r in g.finished if isinstance(r.metrics.get("test/per_class_acc"), list) and r.class_counts]
     if not runs:
         return None
@@ -691,13 +793,22 @@ def _rel(p: Path, start: Path) -> str:
         return str(p)
 
 
+def _left_out(groups: Sequence[Group]) -> list[str]:
+    """The config keys the grouped runs' identities leave out (seed aside): read from the runs, not a schema."""
+    keys: set[str] = set()
+    for g in groups:
+        for r in g.runs:
+            keys |= set(r.config) - set((r.identity or {}).get("method", {}))
+    return sorted(keys - {"seed"})
+
+
 def write_report(dirs: str | Path | Sequence[str | Path], out_dir: str | Path, command: str | None = None) -> Path:
     """Write ``out_dir/report.md`` with the tables, the command, the run list and the plots.
 
-    Plots: ``per_class.png`` (long-tail groups: mean per-class accuracy over seeds against training
-    class size; one file per distinct set of class counts, ``per_class_2.png``... for the others)
-    and ``fewshot.png`` (few-shot groups). Without matplotlib the report is written without plots
-    and says so.
+    Plots, as each kind's spec names them (:data:`PLOTS`): ``per_class.png`` (mean per-class accuracy over seeds
+    against training class size; one file per distinct set of class counts, ``per_class_2.png``... for the
+    others) and ``fewshot.png`` (``episodes``: ``fewshot_2.png``... for a second such kind). Without matplotlib
+    the report is written without plots and says so.
 
     Args:
         dirs: run folders, or folders holding run folders (searched recursively).
@@ -714,17 +825,20 @@ def write_report(dirs: str | Path | Sequence[str | Path], out_dir: str | Path, c
     out = Path(out_dir)
     runs = load_runs(dirs)
     groups = group_runs(runs)
+    kinds = _kinds(groups)
     out.mkdir(parents=True, exist_ok=True)
     command = command or "sla-report " + shlex.join([*map(str, dirs), "--out", str(out_dir)])
     n_fin = sum(r.finished for r in runs)
+    left_out = _left_out(groups)
     lines = [
         "# SLA results report",
         "",
         f"Made by `{command}`",
         "",
         f"{len(runs)} run(s), {n_fin} finished, in {len([g for g in groups if g.finished])} group(s) of finished "
-        "runs. A group is the runs whose configs differ only by the seed and bookkeeping keys "
-        f"({', '.join(sorted(BOOKKEEPING_KEYS - {'seed'}))}).",
+        "runs. A group is the runs whose records name the same `group`: one method on one data set, whatever "
+        "the seed, paths, bookkeeping and re-test flags"
+        + (f" (the config keys left out of the method here: {', '.join(left_out)})." if left_out else "."),
     ]
     table = report_table(runs)
     if table:
@@ -732,19 +846,24 @@ def write_report(dirs: str | Path | Sequence[str | Path], out_dir: str | Path, c
     notes: list[str] = []
     plot_error: str | None = None
 
-    # Long tail: the groups' mean per-class accuracy, one plot per set of class counts.
+    # per_class: the groups' mean per-class accuracy, one plot per set of class counts.
     by_counts: dict[tuple[float, ...], dict[str, np.ndarray]] = {}
-    for g in groups:
-        if g.kind != "longtail":
+    episodes: list[list[Group]] = []
+    for same in kinds.values():
+        plot = same[0].spec.get("plot")
+        if plot == "episodes" and any(g.finished for g in same):
+            episodes.append([g for g in same if g.finished])
+        if plot != "per_class":
             continue
-        mpc = _mean_per_class(g)
-        if mpc is None:
-            if g.finished:
-                notes.append(f"`{g.label}`: no test/per_class_acc or class_counts in metrics.json: not plotted.")
-            continue
-        acc, counts = mpc
-        n = len(g.finished)
-        by_counts.setdefault(tuple(np.round(counts, 3)), {})[f"{g.label} ({n} seed{'s' * (n > 1)})"] = acc
+        for g in same:
+            mpc = _mean_per_class(g)
+            if mpc is None:
+                if g.finished:
+                    notes.append(f"`{g.label}`: no test/per_class_acc or class_counts in metrics.json: not plotted.")
+                continue
+            acc, counts = mpc
+            n = len(g.finished)
+            by_counts.setdefault(tuple(np.round(counts, 3)), {})[f"{g.label} ({n} seed{'s' * (n > 1)})"] = acc
     plots: list[tuple[str, str]] = []
     for i, (counts_key, series) in enumerate(by_counts.items()):
         name = "per_class.png" if i == 0 else f"per_class_{i + 1}.png"
@@ -756,12 +875,12 @@ def write_report(dirs: str | Path | Sequence[str | Path], out_dir: str | Path, c
             plots.append((name, caption))
         except ImportError as e:
             plot_error = str(e)
-    fs = [g for g in groups if g.kind == "fewshot" and g.finished]
-    if fs:
+    for i, fs in enumerate(episodes):
+        name = "fewshot.png" if i == 0 else f"fewshot_{i + 1}.png"
         caption = "Few-shot test accuracy per group (error bars in the legend)"
         try:
-            fewshot_plot(fs, out / "fewshot.png", title=caption)
-            plots.append(("fewshot.png", caption))
+            fewshot_plot(fs, out / name, title=caption)
+            plots.append((name, caption))
         except ImportError as e:
             plot_error = str(e)
     if plots or plot_error:
@@ -772,6 +891,14 @@ def write_report(dirs: str | Path | Sequence[str | Path], out_dir: str | Path, c
             lines += ([""] if plots else []) + [f"Plots skipped: {plot_error}"]
             print(f"warning: plots skipped: {plot_error}", file=sys.stderr)
 
+    for kind, same in kinds.items():
+        specs = {canonical(r.spec) for g in same for r in g.runs}
+        if len(specs) > 1:
+            first = same[0].runs[0]
+            notes.append(
+                f"the `{kind}` runs carry {len(specs)} different report specs; the table follows the first run's "
+                f"(`{_rel(first.path, out)}`). `{UPGRADE}` gives older records this version's spec."
+            )
     for g in groups:
         seeds = [r.seed for r in g.finished]
         dup = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
@@ -804,10 +931,10 @@ def write_report(dirs: str | Path | Sequence[str | Path], out_dir: str | Path, c
                 }
             )
     for r in runs:
-        if r.kind == "other":
+        if r.spec is None:
             run_rows.append(
                 {
-                    "group": "(other)",
+                    "group": "(not tabled)",
                     "seed": _fmt_value(r.seed),
                     "finished": "-",
                     "git commit": str(r.git_commit or "-"),

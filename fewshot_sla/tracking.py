@@ -17,66 +17,28 @@ values in :meth:`RunLogger.finish` (a process may run a grid of runs, one folder
 starts its service process once per Python process, so the error-reporting setting of the first
 W&B run of a process holds for its later runs too (its service log stays in that run's ``.cache``).
 
-Runs that differ only by seed (or by output folder, device, ...) share a W&B ``group``,
-:func:`run_group` of their config, so W&B can average them.
+Runs of one method share a W&B ``group`` so W&B can average them: the caller passes the ``group`` of its run
+record (:func:`fewshot_sla.runs.group_id` of the run's identity, the same name ``sla-report`` groups by).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .runs import group_id, identity
 from .utils import atomic_write_text, git_commit, json_dumps, write_json
 
-__all__ = ["RunLogger", "WANDB_MODES", "GROUP_IGNORE", "format_table", "run_group"]
+__all__ = ["RunLogger", "WANDB_MODES", "format_table"]
 
 WANDB_MODES = ("offline", "online", "disabled")
-
-#: Config keys that do not change what a run computes (beyond its seed): left out of :func:`run_group`.
-GROUP_IGNORE: tuple[str, ...] = (
-    "seed",
-    "out",
-    "resume",
-    "stop_after",
-    "wandb",
-    "device",
-    "num_threads",
-    "data_root",
-    "download",
-    "amp",
-    "channels_last",
-    "compile",
-    "eval_every",
-    "checkpoint_every",
-    "grid_loss",
-    "grid_transform",
-)
-
-
-def run_group(config: Mapping[str, Any], ignore: Iterable[str] = GROUP_IGNORE, prefix: str = "cfg") -> str:
-    """A short stable W&B group name shared by runs whose configs differ only in ``ignore`` keys.
-
-    Args:
-        config: the resolved config (top-level keys are compared; values must be JSON-like).
-        ignore: top-level keys left out (by default the seed, output folder, device, ...).
-        prefix: the name's prefix.
-
-    Returns:
-        ``f"{prefix}-{h}"`` with ``h`` the first 10 hex digits of the SHA-1 of the remaining
-        config as canonical JSON (sorted keys), the same in every process and Python version.
-    """
-    skip = set(ignore)
-    kept = {str(k): v for k, v in config.items() if str(k) not in skip}
-    digest = hashlib.sha1(json_dumps(kept, sort_keys=True).encode()).hexdigest()
-    return f"{prefix}-{digest[:10]}"
 
 
 def _wandb_env(mode: str, out: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -122,8 +84,10 @@ class RunLogger:
         wandb_mode: ``"offline"`` (default), ``"online"`` or ``"disabled"``; the ``WANDB_MODE``
             environment variable, when set, wins (tests force ``offline``/``disabled``).
         project / name: W&B run identifiers.
-        group: the W&B group; by default :func:`run_group` of ``config`` (runs differing only in
-            seed, output folder, device, ... share it), none without a config.
+        group: the W&B group: the run record's ``group`` (:func:`fewshot_sla.runs.group_id` of the run's
+            identity, which leaves out the package's non-method keys and names the data). Without it,
+            ``group_id(identity(config, (), {}))``: the config without :data:`fewshot_sla.runs.RUN_KEYS` (runs
+            differing only in seed, output folder, device, ... share it); none without a config.
         enabled: False on non-zero distributed ranks: nothing is written or logged.
         quiet: do not print scalars to the console.
     """
@@ -150,7 +114,7 @@ class RunLogger:
         self.meta: dict[str, Any] = {"git_commit": git_commit(), **(extra or {})}
         self.run: Any = None
         self._saved_env: dict[str, str | None] = {}  # environment to restore in finish()
-        self.group = run_group(self.config) if group is None and self.config else group
+        self.group = group_id(identity(self.config, (), {})) if group is None and self.config else group
         if not enabled:
             return
         self.out.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,24 @@
-"""sla-report on synthetic run folders: grouping, exact means and stds, CIs, unfinished runs, plots."""
+"""sla-report on synthetic run folders: grouping by the recorded identity, exact means and stds, CIs, unfinished
+and untabled runs, plots; the core report knows no package schema."""
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from episodes import reporting as fs_reporting
+from fewshot_sla import report as report_module
 from fewshot_sla.report import (
     ReportError,
+    check_spec,
     fewshot_plot,
     group_runs,
     load_runs,
@@ -21,6 +28,8 @@ from fewshot_sla.report import (
     report_table,
     write_report,
 )
+from fewshot_sla.runs import group_id, identity, make_record, write_record
+from longtail import reporting as lt_reporting
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COUNTS = [500, 300, 150, 80, 40, 20, 10, 5]  # many: 3, medium: 3, few: 2
@@ -73,21 +82,35 @@ def fs_config(**kw: Any) -> dict[str, Any]:
     return {**cfg, **kw}
 
 
+def record_blocks(config: dict[str, Any], files: str | None = None) -> dict[str, Any]:
+    """identity, group and report as the recipes write them into metrics.json (and the run record)."""
+    mod = lt_reporting if "imbalance_ratio" in config else fs_reporting
+    ident = identity(config, mod.GROUP_IGNORE, mod.data_identity(config["dataset"], files))
+    return {"identity": ident, "group": group_id(ident), "report": mod.REPORT}
+
+
 def write_run(
     folder: Path,
     metrics: dict[str, Any],
     config: dict[str, Any],
     extra: dict[str, Any] | None = None,
     with_metrics: bool = True,
+    blocks: bool = True,
+    files: str | None = None,
 ) -> Path:
-    """A run folder as the scripts write it: strict JSON (NaN -> null) and config.yaml."""
+    """A run folder as the recipes write it: strict JSON (NaN -> null) with the identity, group and report
+    entries (``blocks=False``: an old run's metrics.json, without them), config.yaml and (``blocks``) recipe.json."""
     folder.mkdir(parents=True)
     config = {**config, "out": str(folder)}
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    rec = record_blocks(config, files) if blocks else {}
+    if blocks:
+        kind = rec["report"]["kind"]
+        write_record(folder, make_record(kind, config, {}, rec["identity"], rec["report"]))
     if with_metrics:
-        rec = {**metrics, "config": config, "seed": config["seed"], "git_commit": "abc1234", **(extra or {})}
-        rec = json.loads(json.dumps(rec), parse_constant=lambda _: None)  # NaN -> null
-        text = json.dumps(rec, indent=2, allow_nan=False)
+        m = {**metrics, "config": config, "seed": config["seed"], "git_commit": "abc1234", **(extra or {}), **rec}
+        m = json.loads(json.dumps(m), parse_constant=lambda _: None)  # NaN -> null
+        text = json.dumps(m, indent=2, allow_nan=False)
         (folder / "metrics.json").write_text(text.replace("NaN", "null"))
     return folder
 
@@ -151,7 +174,7 @@ def runs_root(tmp_path: Path) -> Path:
         {"class_counts": COUNTS},
     )
     write_run(root / "lt" / "ldam_s2", {"epochs_done": 3}, lt_config(seed=2, **sla))  # stopped early
-    write_run(root / "lt" / "ldam_s3", {}, lt_config(seed=3, **sla), with_metrics=False)  # never wrote metrics.json
+    write_run(root / "lt" / "ldam_s3", {}, lt_config(seed=3, **sla), with_metrics=False)  # training: recipe.json only
     write_run(root / "fs" / "sla_s0", fs_metrics(0.90, 0.004), fs_config(seed=0))
     write_run(root / "fs" / "sla_s1", fs_metrics(0.94, 0.006, 0.53), fs_config(seed=1))
     write_run(root / "fs" / "base_s0", fs_metrics(0.85, 0.005, 0.85, 0.005), fs_config(transform="none"))
@@ -160,6 +183,7 @@ def runs_root(tmp_path: Path) -> Path:
         {"test/baseline/single/acc": 0.7},
         {"epochs": 30, "methods": ["baseline"], "seed": 0},
         {"class_counts": COUNTS},
+        blocks=False,
     )
     return root
 
@@ -198,9 +222,11 @@ def test_load_runs_recurses_and_lists_unfinished(runs_root: Path):
         "ldam_s3",
     ]
     by = {r.path.name: r for r in runs}
-    assert by["demo"].kind == "other" and not by["demo"].finished and "not a sla-longtail" in by["demo"].status
+    assert by["demo"].kind is None and not by["demo"].finished and "not tabled" in by["demo"].status
+    assert "scripts/upgrade_run_records.py" in by["demo"].status
     assert not by["ldam_s2"].finished and "3 of 200 epochs" in by["ldam_s2"].status
     assert not by["ldam_s3"].finished and "no metrics.json" in by["ldam_s3"].status
+    assert by["ldam_s3"].group == by["ldam_s0"].group  # grouped by its run record while it trains
     assert by["ce_s1"].seed == 1 and by["ce_s1"].class_counts == COUNTS
     # the same run reached twice (parent and child) is loaded once; W&B's copy of metrics.json is not a run
     wb = runs_root / "lt" / "ce_s0" / "wandb" / "offline-run-1" / "files"
@@ -225,7 +251,7 @@ def test_folder_without_metrics_is_a_clear_error(tmp_path: Path):
     assert main([str(empty), "--out", str(tmp_path / "rep")]) == 2
 
 
-def test_grouping_by_config_minus_seed(runs_root: Path):
+def test_grouping_by_the_recorded_group(runs_root: Path):
     groups = group_runs(load_runs([runs_root]))
     got = [(g.kind, g.label, sorted(r.seed for r in g.runs), len(g.finished)) for g in groups]
     assert got == [
@@ -246,7 +272,7 @@ def test_single_group_label_names_the_method(tmp_path: Path):
 
 def test_longtail_table_exact_means_stds_and_nulls(runs_root: Path):
     table = report_table(load_runs([runs_root]))
-    rows = rows_of(table.split("## Few-shot")[0])
+    rows = rows_of(table.split("## Long-tailed")[1])
     ce = rows["loss=ce drw=False transform=none sd=False"]
     # method, seeds, SI, AG, SD, mode, balanced, many, medium, few
     assert ce[1:] == [
@@ -269,12 +295,13 @@ def test_longtail_table_exact_means_stds_and_nulls(runs_root: Path):
 
 def test_fewshot_table_ci_columns(runs_root: Path):
     table = report_table(load_runs([runs_root]))
-    rows = rows_of(table.split("## Few-shot")[1])
+    fs_part = table.split("## Few-shot")[1].split("## Long-tailed")[0]
+    rows = rows_of(fs_part)
     # method, seeds, episodes, acc +- 95% CI, acc +- std (seeds), SI +- 95% CI, SI +- std (seeds)
     rot = ["2", "600", "92.00 +- 0.50", "92.00 +- 2.83", "51.50 +- 1.00", "51.50 +- 2.12"]  # SI 0.50, 0.53
     assert rows["transform=rotation"][1:] == rot
     assert rows["transform=none"][1:] == ["1", "600", "85.00 +- 0.50", "85.00 +- n/a", "85.00 +- 0.50", "85.00 +- n/a"]
-    header = next(line for line in table.split("## Few-shot")[1].splitlines() if line.startswith("| method"))
+    header = next(line for line in fs_part.splitlines() if line.startswith("| method"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
         "method",
         "seeds",
@@ -313,7 +340,7 @@ def test_per_class_plot_serves_demo_and_longtail(tmp_path: Path):
 def test_fewshot_plot(runs_root: Path, tmp_path: Path):
     groups = group_runs(load_runs([runs_root]))
     assert_png(fewshot_plot([g for g in groups if g.kind == "fewshot"], tmp_path / "fs.png"))
-    with pytest.raises(ValueError, match="few-shot groups only"):
+    with pytest.raises(ValueError, match="names the 'episodes' plot"):
         fewshot_plot(groups, tmp_path / "x.png")
 
 
@@ -328,7 +355,8 @@ def test_write_report_and_main(runs_root: Path, tmp_path: Path, capsys: pytest.C
     assert_png(out / "fewshot.png")
     unfinished = text.split("## Unfinished and other runs")[1].split("##")[0]
     assert "ldam_s2` (group `loss=ldam drw=True transform=rotation sd=True`): unfinished: 3 of 200 epochs" in unfinished
-    assert "ldam_s3" in unfinished and "demo`: not a sla-longtail" in unfinished
+    assert "ldam_s3" in unfinished and "demo`: not tabled" in unfinished
+    assert re.search(r"^\| \(not tabled\) +\| 0 +\| - .*\| \.\./runs/demo +\|$", text.split("## Runs")[1], re.M)
     assert "report.md" in capsys.readouterr().out
     # write_report on its own, few-shot only: no per-class plot
     path = write_report([runs_root / "fs"], tmp_path / "fs_report")
@@ -343,7 +371,8 @@ def test_reads_what_the_project_writer_writes(tmp_path: Path):
     run = tmp_path / "run"
     cfg = lt_config(out=str(run))
     write_json(
-        {**lt_metrics(0.6, few=float("nan")), "config": cfg, "seed": 0, "class_counts": COUNTS}, run / "metrics.json"
+        {**lt_metrics(0.6, few=float("nan")), "config": cfg, "seed": 0, "class_counts": COUNTS, **record_blocks(cfg)},
+        run / "metrics.json",
     )
     (r,) = load_runs(run)  # a bare folder works too
     assert r.finished and r.kind == "longtail"
@@ -361,10 +390,118 @@ def test_without_matplotlib_plots_fail_with_the_install_command(runs_root: Path,
     assert "Plots skipped: plotting needs matplotlib" in text and "92.00 +- 0.50" in text
 
 
-def test_a_config_key_added_later_does_not_split_a_method(tmp_path: Path):
-    old = {k: v for k, v in lt_config(seed=0).items() if k not in ("vs_gamma", "vs_tau", "sam_rho")}
-    write_run(tmp_path / "old", lt_metrics(0.5), old, {"class_counts": COUNTS})
-    write_run(tmp_path / "new", lt_metrics(0.7), {**lt_config(seed=1), "sam_rho": 0.0}, {"class_counts": COUNTS})
-    write_run(tmp_path / "sam", lt_metrics(0.6), {**lt_config(seed=0), "sam_rho": 0.05}, {"class_counts": COUNTS})
-    groups = group_runs(load_runs([tmp_path]))
-    assert [(g.label, sorted(r.seed for r in g.runs)) for g in groups] == [("sam_rho=0", [0, 1]), ("sam_rho=0.05", [0])]
+# -- grouping by the recorded identity (issue 18) -----------------------------------------------------
+def digest(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()
+
+
+def groups_of(root: Path) -> list[tuple[str, list[Any]]]:
+    return [(g.label, sorted(r.seed for r in g.runs)) for g in group_runs(load_runs([root]))]
+
+
+def test_two_image_folders_two_seeds_are_two_groups(tmp_path: Path):
+    # The folders differ only in their files' digest; data_root is the same path for both folders' seed 0 and
+    # differs arbitrarily for seed 1 (a moved copy): paths never split or merge groups, the data identity does.
+    a, b = digest("folder a"), digest("folder b")
+    for seed, root_a, root_b in ((0, "data/photos", "data/photos"), (1, "/mnt/copy", "../elsewhere")):
+        for name, root, files in (("a", root_a, a), ("b", root_b, b)):
+            cfg = lt_config(dataset="imagefolder", data_root=root, seed=seed)
+            write_run(tmp_path / f"{name}_s{seed}", lt_metrics(0.5 + seed / 10), cfg, {"class_counts": COUNTS},
+                      files=files)
+    assert groups_of(tmp_path) == [(f"data.files={a[:8]}", [0, 1]), (f"data.files={b[:8]}", [0, 1])]
+    rows = rows_of(report_table(load_runs([tmp_path])))
+    assert rows[f"data.files={a[:8]}"][1:3] == ["2", "55.00 +- 7.07"]
+    assert "dataset=imagefolder" in report_table(load_runs([tmp_path]))  # shared: context, not label
+
+
+def test_a_retested_seed_stays_in_its_methods_group(tmp_path: Path):
+    write_run(tmp_path / "s0", fs_metrics(0.90, 0.004), fs_config(seed=0))
+    # seed 1 re-tested with --test-only (on another device, W&B off): the same method, the same group
+    write_run(tmp_path / "s1", fs_metrics(0.94, 0.006), fs_config(seed=1, test_only=True, device="cpu",
+                                                                   wandb="disabled", checkpoint_every=50))
+    (g,) = group_runs(load_runs([tmp_path]))
+    assert g.label == "learner=protonet ways=5 shots=1 transform=rotation"  # one group: its name keys
+    assert sorted(r.seed for r in g.finished) == [0, 1]
+    (row,) = rows_of(report_table(load_runs([tmp_path]))).values()
+    assert row[1:4] == ["2", "600", "92.00 +- 0.50"]
+
+
+def test_runs_differing_in_a_method_key_are_groups_labelled_by_it(tmp_path: Path):
+    for seed in (0, 1):  # seed 1 of lr 0.1 re-tested: still lr 0.1's group
+        write_run(tmp_path / f"lr01_s{seed}", fs_metrics(0.90 + seed / 50, 0.004), fs_config(seed=seed, lr=0.1,
+                                                                                          test_only=bool(seed)))
+    write_run(tmp_path / "lr005_s0", fs_metrics(0.80, 0.004), fs_config(seed=0, lr=0.05))
+    assert groups_of(tmp_path) == [("lr=0.05", [0]), ("lr=0.1", [0, 1])]
+    rows = rows_of(report_table(load_runs([tmp_path])))
+    assert rows["lr=0.1"][1:4] == ["2", "600", "91.00 +- 0.40"] and rows["lr=0.05"][1] == "1"
+
+
+def test_a_metrics_json_without_its_record_is_listed_not_tabled(tmp_path: Path):
+    write_run(tmp_path / "new", lt_metrics(0.6), lt_config(seed=0), {"class_counts": COUNTS})
+    write_run(tmp_path / "old", lt_metrics(0.9), lt_config(seed=1), {"class_counts": COUNTS}, blocks=False)
+    by = {r.path.name: r for r in load_runs([tmp_path])}
+    assert by["old"].spec is None and not by["old"].finished
+    assert "not tabled" in by["old"].status and "scripts/upgrade_run_records.py RUN_DIR" in by["old"].status
+    (g,) = group_runs(list(by.values()))
+    assert [r.path.name for r in g.runs] == ["new"]
+    (row,) = rows_of(report_table(list(by.values()))).values()
+    assert row[1:3] == ["1", "60.00 +- n/a"]  # the old run's 0.9 is not in it
+    text = write_report([tmp_path], tmp_path / "rep").read_text()
+    assert "- `../old`: not tabled: its metrics.json has no identity, group and report entries" in text
+
+
+def test_an_unreadable_record_is_listed_with_the_fix(tmp_path: Path):
+    run = write_run(tmp_path / "r", lt_metrics(0.6), lt_config(), {"class_counts": COUNTS})
+    m = json.loads((run / "metrics.json").read_text())
+    m["report"]["columns"][0]["cell"] = "median_iqr"  # a cell kind of a later version
+    (run / "metrics.json").write_text(json.dumps(m))
+    (r,) = load_runs([run])
+    assert r.spec is None and "cell kind 'median_iqr'" in r.status and "update fewshot-sla" in r.status
+    del m["group"]
+    (run / "metrics.json").write_text(json.dumps(m))
+    assert "has identity, report but not group" in load_runs([run])[0].status
+
+
+def test_any_package_declares_its_own_table(tmp_path: Path):
+    # A kind the core has never heard of: its title, columns, context and legend come from the runs.
+    spec = {"kind": "toy", "title": "Toy regression", "name_keys": ["width"], "context_keys": ["depth"],
+            "columns": [{"name": "MSE", "cell": "mean_std", "key": "test/mse"},
+                        {"name": "data", "cell": "distinct", "key": "test/split"}],
+            "legend": "MSE in % of the variance.", "plot": None}
+    check_spec(spec)
+    for seed, mse in ((0, 0.1), (1, 0.3)):
+        ident = {"method": {"width": 8, "depth": 2}, "data": {}}
+        run = tmp_path / f"toy_s{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"test/mse": mse, "test/split": "val", "seed": seed,
+                                                      "config": {"width": 8, "depth": 2, "seed": seed},
+                                                      "identity": ident, "group": group_id(ident),
+                                                      "report": spec}))
+    table = report_table(load_runs([tmp_path]))
+    assert table.startswith("## Toy regression\n\nShared by every row: `depth=2`\n\n| method  | seeds | MSE ")
+    assert rows_of(table) == {"width=8": ["width=8", "2", "20.00 +- 14.14", "val"]}
+    assert table.endswith("\n\nMSE in % of the variance.")
+    with pytest.raises(ReportError, match="plot 'violin'"):
+        check_spec({**spec, "plot": "violin"})
+    with pytest.raises(ReportError, match=r"needs \['ci'\]"):
+        check_spec({**spec, "columns": [{"name": "x", "cell": "mean_ci", "key": "test/mse"}]})
+    with pytest.raises(ReportError, match="clash"):
+        check_spec({**spec, "columns": [{"name": "seeds", "cell": "mean_std", "key": "test/mse"}]})
+
+
+def test_the_core_report_knows_no_package_schema():
+    source = Path(report_module.__file__).read_text()
+    names = ["imbalance_ratio", "learner", "ways", "shots", "drw", "sam_rho", "vs_gamma", "train_episodes",
+             "test_only", "data_root", "checkpoint_every", "grid_loss", "class_rotations", "limit_train"]
+    found = sorted(n for n in names if re.search(rf"\b{n}\b", source))
+    assert found == []
+    strings = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert not strings & {"longtail", "fewshot", "other"}  # no kind is special
+    assert "import episodes" not in source and "import longtail" not in source
+
+
+def test_group_is_the_w_and_b_group_rule():
+    # what RunLogger gets from the recipe: runs.group_id of the same identity the report groups by
+    cfg = lt_config(seed=3, data_root="/somewhere", out="x")
+    rec = record_blocks(cfg)
+    assert rec["group"] == group_id(identity(lt_config(seed=0), lt_reporting.GROUP_IGNORE, {}))

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_sla.tracking import GROUP_IGNORE, RunLogger, format_table, run_group
+from fewshot_sla import tracking
+from fewshot_sla.runs import group_id, identity
+from fewshot_sla.tracking import RunLogger, format_table
 from fewshot_sla.utils import read_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,7 +232,7 @@ def test_wandb_env_set_during_the_run_and_restored_after(tmp_path, monkeypatch):
     assert during["WANDB_CACHE_DIR"] == str(base / ".cache")
     assert during["WANDB_ARTIFACT_DIR"] == str(base / ".artifacts")
     assert during["WANDB_ERROR_REPORTING"] == "false"
-    assert fake.seen["kwargs"]["group"] == run_group({"seed": 1})
+    assert fake.seen["kwargs"]["group"] == group_id(identity({"seed": 1}, (), {}))
     log.finish({"a": 1.0})
     assert fake.seen["finish"] == during  # still set while W&B finishes (it stages files then)
     assert {k: os.environ.get(k) for k in _WANDB_DIR_VARS} == before
@@ -263,20 +265,25 @@ def test_env_restored_when_wandb_init_fails(tmp_path, monkeypatch):
     assert "WANDB_DATA_DIR" not in os.environ
 
 
-def test_run_group_ignores_seed_and_paths_only():
+def test_default_group_is_the_run_rule_without_package_keys(tmp_path, monkeypatch):
+    # One rule (fewshot_sla.runs.group_id), no package schema in tracking: the recipe passes group= (its record's);
+    # without one, the config minus the engine's RUN_KEYS names the group.
+    assert not hasattr(tracking, "GROUP_IGNORE") and not hasattr(tracking, "run_group")
+    fake = _FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "offline")
     base = {"loss": "ldam", "transform": "rotation", "lr": 0.1, "seed": 0, "out": "runs/a", "device": "cpu"}
     same = {**base, "seed": 7, "out": "runs/b", "device": "cuda", "resume": True, "wandb": "disabled"}
-    g = run_group(base)
-    assert g == run_group(same) == run_group(dict(reversed(list(base.items()))))
+
+    def group(cfg):
+        RunLogger(tmp_path / "r", cfg, quiet=True).finish({})
+        return fake.seen["kwargs"]["group"]
+
+    g = group(base)
+    assert g == group(same) == group(dict(reversed(list(base.items())))) == group_id(identity(base, (), {}))
     assert re.fullmatch(r"cfg-[0-9a-f]{10}", g)
-    assert run_group({**base, "lr": 0.01}) != g
-    assert run_group({**base, "transform": "none"}) != g
-    assert run_group({**base, "seed": 7}, ignore=()) != run_group(base, ignore=())
-    assert run_group(base, prefix="lt").startswith("lt-")
-    assert "seed" in GROUP_IGNORE and "out" in GROUP_IGNORE
-    # stable across processes and versions (SHA-1 of sorted JSON, no hash randomisation): a change
-    # here splits the W&B groups of runs made before and after it
-    assert g == "cfg-974a3d6b81"
+    assert group({**base, "lr": 0.01}) != g
+    assert group({**base, "data_root": "elsewhere"}) != g  # package keys are the recipe's to leave out, via group=
 
 
 def test_explicit_group_wins(tmp_path, monkeypatch):

@@ -1,0 +1,59 @@
+"""Each package's reporting module: a valid report spec whose keys are its config's, GROUP_IGNORE and
+LEGACY_DEFAULTS naming real fields, data identities without paths, and nothing heavy imported."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import typing
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from episodes import reporting as fs_reporting
+from episodes.config import FewShotConfig
+from fewshot_sla.report import check_spec
+from fewshot_sla.runs import RUN_KEYS
+from longtail import reporting as lt_reporting
+from longtail.config import LTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = [
+    pytest.param(fs_reporting, FewShotConfig, id="episodes"),
+    pytest.param(lt_reporting, LTConfig, id="longtail"),
+]
+
+
+@pytest.mark.parametrize("mod, config", PACKAGES)
+def test_spec_and_keys_name_the_packages_config(mod: ModuleType, config: type):
+    check_spec(mod.REPORT)
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    assert set(mod.REPORT["name_keys"]) <= set(fields) and set(mod.REPORT["context_keys"]) <= set(fields)
+    assert mod.GROUP_IGNORE <= set(fields) and not mod.GROUP_IGNORE & RUN_KEYS  # the engine's are the core's
+    assert not (set(mod.REPORT["name_keys"]) | set(mod.REPORT["context_keys"])) & mod.GROUP_IGNORE
+    assert set(mod.LEGACY_DEFAULTS) <= set(fields)
+    datasets = set(typing.get_args(typing.get_type_hints(config)["dataset"]))
+    assert mod.IMAGE_FOLDERS <= datasets
+
+
+@pytest.mark.parametrize("mod, config", PACKAGES)
+def test_data_identity_names_image_folders_by_their_files_only(mod: ModuleType, config: type):
+    named = sorted(set(typing.get_args(typing.get_type_hints(config)["dataset"])) - mod.IMAGE_FOLDERS)
+    assert named and all(mod.data_identity(d) == {} == mod.data_identity(d, "ab12") for d in named)
+    assert mod.data_identity("imagefolder", "3fa2b1c0d9") == {"files": "3fa2b1c0d9"}
+    with pytest.raises(ValueError, match="digest of its file list"):
+        mod.data_identity("imagefolder")
+
+
+def test_longtail_legacy_defaults_are_the_old_behaviour():
+    assert lt_reporting.LEGACY_DEFAULTS == {"vs_gamma": 0.2, "vs_tau": 1.2, "sam_rho": 0.0}
+    assert fs_reporting.LEGACY_DEFAULTS == {}
+
+
+@pytest.mark.parametrize("package", ["episodes", "longtail"])
+def test_reporting_modules_import_only_the_core(package: str):
+    tree = ast.parse((ROOT / package / "reporting.py").read_text())
+    mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    mods |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert {m.split(".")[0] for m in mods} <= {"__future__", "typing", "fewshot_sla"}
