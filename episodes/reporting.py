@@ -27,8 +27,9 @@ __all__ = ["REPORT", "GROUP_IGNORE", "IMAGE_FOLDERS", "LEGACY_DEFAULTS", "data_i
 #: a run re-tested in another episode shape is another row.
 GROUP_IGNORE: frozenset[str] = frozenset({"data_root", "download", "checkpoint_every", "test_only"})
 
-#: ``dataset`` values that are the user's own image folders: their identity is the digest of their file list.
-IMAGE_FOLDERS: frozenset[str] = frozenset({"imagefolder"})
+#: ``dataset`` values whose files vary between copies (the user's own image folders; Tiny ImageNet, full or partial):
+#: their identity is the digest of the files a run used.
+IMAGE_FOLDERS: frozenset[str] = frozenset({"imagefolder", "tiny-imagenet"})
 
 #: Config keys added after runs were recorded, with the value that gives the behaviour of a run recorded without
 #: them; ``scripts/upgrade_run_records.py`` fills them into an old run's identity so that an old and a new run of one
