@@ -65,7 +65,8 @@ def test_folder_statistics_are_its_own_recorded_and_used_by_the_predictor(folder
     the data folder (it reads the record, never the folder)."""
     data_dir = _copy(folder, tmp_path / "data")
     out = tmp_path / "run"
-    run(tiny(data_dir, out, imbalance_ratio=1.0, epochs=1, limit_test=8))  # ratio 1: every training image is kept
+    # ratio 1: every training image is kept; lr 0.02: scores that are not saturated (else nothing could change them)
+    run(tiny(data_dir, out, imbalance_ratio=1.0, epochs=1, lr=0.02, limit_test=8))
     rec = runs.read_record(out, "longtail")["recipe"]
     mean, std = _hand_stats(sorted((data_dir / "train").glob("*/*.png")))
     assert rec["stats"]["mean"] == pytest.approx(mean.tolist(), rel=1e-12, abs=1e-15)
@@ -80,6 +81,11 @@ def test_folder_statistics_are_its_own_recorded_and_used_by_the_predictor(folder
     z = pred.model.predict(((x.double() / 255 - torch.tensor(mean).view(1, 3, 1, 1))
                             / torch.tensor(std).view(1, 3, 1, 1)).float(), pred.main_mode)
     torch.testing.assert_close(before, torch.softmax(z, 1), rtol=1e-5, atol=1e-6)
+    assert before.max() < 0.9  # not saturated: the statistics and the image side show in the scores
+    cifar = ((x.float() / 255 - torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR_STD).view(1, 3, 1, 1))
+    assert (torch.softmax(pred.model.predict(cifar, pred.main_mode), 1) - before).abs().max() > 1e-3
+    pred.image_size = 48  # what the old predictor took from the folder's first class after the change below
+    assert (pred.predict(files) - before).abs().max() > 1e-3
 
     # the folder changes: a class whose name sorts first, with 48x48 images, and more files in a recorded class
     _add_class(data_dir, "AAA_new", 48, 5)
