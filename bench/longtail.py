@@ -6,11 +6,11 @@
 
 For each device, regime (baseline; SLA: rotation, M=4; SLA+SD) and variant (CUDA: plain, bf16 autocast
 ``amp``, channels-last ``cl``, ``torch.compile``; CPU: plain) it builds what ``sla-longtail`` builds --
-``longtail.benchmark.build_model``, its SGD optimiser, ``make_loop`` (uint8 training set on the device,
-sampler indices -> gather -> ``random_crop_flip`` with CPU draws -> ``normalize``) -- and times
+``longtail.recipe.build_model`` of the resolved recipe, its SGD optimiser, ``make_loop`` (uint8 training set on the
+device, sampler indices -> gather -> ``random_crop_flip`` with CPU draws -> ``normalize``) -- and times
 ``fewshot_sla.engine.fit`` itself over ``--steps`` batches of ``--batch`` images after ``--warmup`` batches
 (the clock reads, synchronised, at batch boundaries inside fit's loop). Also timed: the data pipeline alone
-(``data ms``) and the final test evaluation (``longtail.benchmark.evaluate``, every prediction mode) on
+(``data ms``) and the final test evaluation (``longtail.recipe.evaluate``, every prediction mode) on
 ``--eval-images`` images, scaled to CIFAR's 10,000.
 
 Projected wall time of one run on CIFAR-10-LT-100 = 200 epochs x 12,406 images / (images/s) + the
@@ -37,10 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from fewshot_sla import engine as eng  # noqa: E402
 from fewshot_sla.tracking import format_table  # noqa: E402
-from longtail.benchmark import build_model, evaluate, make_loop  # noqa: E402
 from longtail.config import LTConfig  # noqa: E402
 from longtail.data import LTData, class_counts  # noqa: E402
-from longtail.schedules import scale_epochs  # noqa: E402
+from longtail.recipe import build_model, evaluate, make_loop, resolve  # noqa: E402
 
 EPOCHS = 200
 TEST_IMAGES = 10_000
@@ -115,9 +114,10 @@ def measure(regime: str, variant: str, device: str, data: LTData, args: argparse
         spec = eng.RunSpec(cfg.out, cfg.seed, cfg.device, cfg.amp, cfg.channels_last, cfg.compile,
                            num_threads=cfg.num_threads, progress=False)
         ctx = eng.setup(spec)
-        model = build_model(cfg, data.counts, scale_epochs(cfg.epochs)).to(ctx.device)
+        recipe = resolve(cfg, data)
+        model = build_model(recipe).to(ctx.device)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        loop = make_loop(cfg, ctx, data, model)
+        loop = make_loop(recipe, ctx, data, model)
         warmup = max(args.warmup, 3) if compile_ else args.warmup  # compilation takes the first step(s)
         marks: dict[str, float] = {}
         bench_loop = replace(loop, units=1, batches=timed(loop.batches, warmup, args.steps, ctx.device, marks),
@@ -138,10 +138,10 @@ def measure(regime: str, variant: str, device: str, data: LTData, args: argparse
         data_s = (time.perf_counter() - t) / n
         # The final evaluation (every prediction mode, as sla-longtail's finish does), scaled to 10,000 images.
         test = data.test_images[: args.eval_images]
-        evaluate(model, test[:500], ctx.device)  # warm-up: cuDNN's algorithm search, oneDNN's primitives
+        evaluate(model, test[:500], ctx.device, recipe.stats)  # warm-up: cuDNN's algorithm search, oneDNN's primitives
         sync(ctx.device)
         t = time.perf_counter()
-        evaluate(model, test, ctx.device)
+        evaluate(model, test, ctx.device, recipe.stats)
         sync(ctx.device)
         eval_s = (time.perf_counter() - t) * TEST_IMAGES / len(test)
     ips = args.batch / step_s

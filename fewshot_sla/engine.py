@@ -93,6 +93,9 @@ class Loop:
         batches: ``unit -> iterable of batches`` on this rank; a batch is a tuple passed as
             ``task(*batch)``. Must be a pure function of (seed, unit, rank) for exact resume.
         lr: ``unit -> learning rate`` (a pure function), set on every parameter group.
+        step_lr: ``(unit, batch index within the unit) -> learning rate`` (a pure function); when given, set on
+            every parameter group before each batch's forward, instead of ``lr`` (per-step warm-up); ``lr`` then
+            only gives the logged ``lr`` of a unit.
         accumulate: batches per optimiser step (meta-batch); the loss is divided by it.
         set_epoch: objects whose ``set_epoch(unit)`` is called at the start of each unit.
         evaluate: ``task -> {metric: float}``, run on rank 0 in eval mode.
@@ -137,6 +140,7 @@ class Loop:
     inner_progress: bool = False
     batches_per_unit: int | None = None
     sam_rho: float = 0.0
+    step_lr: Callable[[int, int], float] | None = None
 
 
 @dataclass
@@ -413,6 +417,10 @@ def fit(
                 batches = tqdm(batches, desc=f"{loop.unit_name} {u + 1}", total=loop.batches_per_unit, leave=False,
                                file=sys.stderr, mininterval=1)
             for i, batch in enumerate(batches):
+                if loop.step_lr is not None:
+                    step_lr = float(loop.step_lr(u, i))
+                    for g in optimizer.param_groups:
+                        g["lr"] = step_lr
                 batch = to_device(batch, device, spec.channels_last)
                 last_micro = (micro + 1) % loop.accumulate == 0
                 no_sync = ctx.dist.world_size > 1 and not last_micro

@@ -7,10 +7,14 @@ from .data import (
     CIFAR_MEAN,
     CIFAR_STD,
     DATASETS,
+    FIXED_STATS,
     PROFILES,
     LTData,
     augment_batch,
+    channel_stats,
     class_counts,
+    dataset_stats,
+    limit_per_class,
     load_cifar_pickles,
     load_imagefolder,
     load_longtail,
@@ -31,14 +35,15 @@ from .losses import (
 )
 from .predict import LongTailPredictor, load_run
 from .samplers import SAMPLERS, LTSampler, class_probabilities, epoch_seed, make_sampler
-from .schedules import LTSchedule, drw_active, ldam_lr, scale_epochs
+from .schedules import SCHEDULES, WARMUPS, LTSchedule, drw_active, ldam_lr, lr_at, scale_epochs
 
 __all__ = [
-    "CIFAR_MEAN", "CIFAR_STD", "DATASETS", "PROFILES", "LTData", "augment_batch", "class_counts",
-    "load_cifar_pickles", "load_imagefolder", "load_longtail", "longtail_indices", "normalize",
+    "CIFAR_MEAN", "CIFAR_STD", "DATASETS", "FIXED_STATS", "PROFILES", "LTData", "augment_batch", "channel_stats",
+    "class_counts", "dataset_stats", "limit_per_class", "load_cifar_pickles", "load_imagefolder", "load_longtail",
+    "longtail_indices", "normalize",
     "LOSSES", "ImbalanceLoss", "NormedLinear", "VSLoss", "cb_weights", "drw_weights", "head_for", "ldam_margins",
     "make_loss", "vs_adjustments",
     "SAMPLERS", "LTSampler", "class_probabilities", "epoch_seed", "make_sampler",
-    "LTSchedule", "drw_active", "ldam_lr", "scale_epochs",
+    "SCHEDULES", "WARMUPS", "LTSchedule", "drw_active", "ldam_lr", "lr_at", "scale_epochs",
     "LongTailPredictor", "load_run",
 ]

@@ -17,6 +17,7 @@ class LTConfig:
     download: bool = False  # download CIFAR with torchvision when missing (needs a network)
     imbalance_ratio: float = 100.0  # n_max / n_min of the training classes
     profile: Literal["exp", "step"] = "exp"  # imbalance profile
+    norm_stats: Literal["data", "cifar"] = "data"  # normalise with the data's statistics, or CIFAR's (older runs)
     subset_seed: int = 0  # seed of the long-tailed subset (0 = LDAM-DRW's subsets; --seed leaves it alone)
     loss: Literal["ce", "focal", "cb", "ldam", "balanced-softmax", "logit-adjusted", "vs"] = "ce"  # imbalance loss
     sampler: Literal["instance", "class-balanced", "sqrt", "progressive"] = "instance"  # training sampler
@@ -28,6 +29,7 @@ class LTConfig:
     temperature: float = 1.0  # self-distillation temperature
     epochs: int = 200  # training epochs (LDAM-DRW: 200; milestones, warm-up and DRW scale with it)
     schedule: Literal["ldam", "cosine"] = "ldam"  # lr: LDAM-DRW's steps (x0.01 at 80% and 90%) or warm-up + cosine
+    warmup: Literal["step", "epoch"] = "step"  # lr warm-up per optimiser step, or per epoch (older runs: epoch)
     batch_size: int = 128  # global batch (all processes together) before SLA's M copies
     lr: float = 0.1  # base learning rate (SGD)
     momentum: float = 0.9  # SGD momentum
@@ -41,6 +43,7 @@ class LTConfig:
     amp: bool = False  # bf16 autocast (CUDA; CPU with native bf16: ~1.6x faster on AVX512-BF16)
     channels_last: bool = False  # channels-last memory format
     compile: bool = False  # torch.compile the training step (CUDA)
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch (torch's SyncBatchNorm: CUDA)
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
     limit_train: int = 0  # keep about N long-tailed training images, class proportions kept (tiny runs; 0 = all)

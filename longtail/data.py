@@ -12,15 +12,19 @@ pickles (with :func:`fewshot_sla.io.read_cifar`: a restricted unpickler, so a cr
 code) or an ImageFolder tree of JPEG/PNG files (decoded once with :func:`fewshot_sla.io.decode_images`
 and cached as ``.npz``). :func:`augment_batch` does the standard CIFAR augmentation (4-pixel zero-padded random
 crop + horizontal flip + normalisation) on a whole uint8 batch tensor, on whatever device it lives.
+
+Normalisation statistics (:func:`dataset_stats`): CIFAR keeps the fixed per-channel statistics LDAM-DRW uses
+(:data:`FIXED_STATS`); an image folder is normalised with its own training images' statistics, measured exactly
+by :func:`channel_stats` and recorded in the run (``OUT/recipe.json``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -37,9 +41,15 @@ __all__ = [
     "DATASETS",
     "CIFAR_MEAN",
     "CIFAR_STD",
+    "FIXED_STATS",
     "IMAGE_EXTENSIONS",
+    "Stats",
+    "channel_stats",
+    "dataset_stats",
+    "STATS_SOURCES",
     "class_counts",
     "longtail_indices",
+    "limit_per_class",
     "LTData",
     "load_longtail",
     "load_cifar_pickles",
@@ -54,6 +64,11 @@ DATASETS = ("cifar10", "cifar100", "imagefolder")
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+#: ``(mean, std)`` per channel on the [0, 1] scale.
+Stats: TypeAlias = tuple[tuple[float, ...], tuple[float, ...]]
+#: The data sets normalised with fixed statistics whatever subset trains (CIFAR-100 too: LDAM-DRW's choice).
+FIXED_STATS: dict[str, Stats] = {"cifar10": (CIFAR_MEAN, CIFAR_STD), "cifar100": (CIFAR_MEAN, CIFAR_STD)}
 
 # The folder torchvision extracts each data set to under ROOT.
 _CIFAR_FOLDER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
@@ -124,6 +139,14 @@ def longtail_indices(
     return np.concatenate(chosen).astype(np.int64)
 
 
+def limit_per_class(labels: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of about ``limit`` images keeping the class proportions (at least one per class), the first images
+    of each class in order (``--limit-train``)."""
+    counts = np.bincount(labels)
+    keep_n = np.maximum(1, np.round(counts * limit / len(labels)).astype(int))
+    return np.sort(np.concatenate([np.where(labels == c)[0][:k] for c, k in enumerate(keep_n)]))
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
@@ -140,6 +163,8 @@ class LTData:
         test_labels: ``(N_test,)`` int64.
         class_names: ``C`` names, index = label.
         counts: per-class training counts after subsampling (``C`` ints).
+        files: for an image folder, a digest of each split's file list (``{"train": ..., "test": ...}``; relative
+            names and sizes, :func:`fewshot_sla.io.files_digest`); None for CIFAR.
     """
 
     train_images: Tensor
@@ -148,6 +173,7 @@ class LTData:
     test_labels: Tensor
     class_names: list[str]
     counts: list[int]
+    files: dict[str, str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -246,6 +272,17 @@ def load_imagefolder(
     Returns:
         ``(train_x (N,3,H,W) uint8, train_y (N,) int64, test_x, test_y, class_names)``.
     """
+    train_x, train_y, test_x, test_y, names, _ = _read_imagefolder(root, cache_dir, progress, workers)
+    return train_x, train_y, test_x, test_y, names
+
+
+def _read_imagefolder(
+    root: str | Path,
+    cache_dir: str | Path | None | Literal[False] = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], dict[str, str]]:
+    """:func:`load_imagefolder`, and the digest of each split's file list (``{"train": ..., "test": ...}``)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder root {root} does not exist; pass the folder holding train/ and test/")
@@ -259,8 +296,10 @@ def load_imagefolder(
     workers = workers or min(8, os.cpu_count() or 1)
     out: list = []
     names: dict[str, list[str]] = {}
+    digests: dict[str, str] = {}
     for split in ("train", "test"):
         classes, files, key = _list_split(root / split)
+        digests[split] = key
         if not classes:
             raise DataError(f"{root / split} has no class folders; expected {root / split}/<class>/*.jpg")
         empty = [c for c, fs in zip(classes, files) if not fs]
@@ -279,7 +318,7 @@ def load_imagefolder(
         )
     if out[0].shape[1:] != out[2].shape[1:]:
         raise DataError(f"train images are {out[0].shape[1:]} but test images are {out[2].shape[1:]} under {root}")
-    return out[0], out[1], out[2], out[3], names["train"]
+    return out[0], out[1], out[2], out[3], names["train"], digests
 
 
 def load_longtail(
@@ -312,8 +351,10 @@ def load_longtail(
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
     root = Path(root).expanduser()
+    files: dict[str, str] | None = None
     if dataset == "imagefolder":
-        train_x, train_y, test_x, test_y, names = load_imagefolder(root, cache_dir=cache_dir, progress=progress)
+        train_x, train_y, test_x, test_y, names, files = _read_imagefolder(root, cache_dir=cache_dir,
+                                                                          progress=progress)
     else:
         if download and not (root / _CIFAR_FOLDER[dataset]).is_dir():
             root.mkdir(parents=True, exist_ok=True)
@@ -335,7 +376,57 @@ def load_longtail(
         test_labels=torch.from_numpy(test_y.astype(np.int64)),
         class_names=list(names),
         counts=np.bincount(sub_y, minlength=len(names)).tolist(),
+        files=files,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Normalisation statistics
+# --------------------------------------------------------------------------------------------
+
+
+def channel_stats(images: Tensor, chunk: int = 4096) -> Stats:
+    """Mean and standard deviation of each channel of a uint8 ``(N, C, H, W)`` set, on the [0, 1] scale.
+
+    Exact and deterministic: a histogram of the 256 levels per channel (integer counts, so no float sum drifts
+    with the order or the number of images), then ``mean = sum_v p_v * v / 255`` and the population
+    ``std = sqrt(sum_v p_v * (v / 255)^2 - mean^2)``. A channel without variation gets std 1 (normalising it then
+    only subtracts its mean) rather than a division by 0.
+
+    Raises:
+        ValueError: ``images`` is not a non-empty uint8 ``(N, C, H, W)`` tensor.
+    """
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4 or not len(images):
+        got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"channel_stats: expected a non-empty uint8 tensor (N, C, H, W), got {got}")
+    x = images.detach().cpu()
+    hist = torch.zeros(x.shape[1], 256, dtype=torch.int64)
+    for a in range(0, len(x), chunk):  # a chunk of images at a time: never a copy of the whole set
+        part = x[a : a + chunk].transpose(0, 1).reshape(x.shape[1], -1).long()
+        hist.scatter_add_(1, part, torch.ones_like(part))
+    p = hist.double() / hist.sum(1, keepdim=True)
+    levels = torch.arange(256, dtype=torch.float64) / 255.0
+    mean = p @ levels
+    std = torch.sqrt(torch.clamp(p @ levels**2 - mean**2, min=0.0))
+    std = torch.where(std < 1e-6, torch.ones_like(std), std)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def dataset_stats(dataset: str, train_images: Tensor) -> Stats:
+    """The data's own statistics: :data:`FIXED_STATS` for CIFAR, else :func:`channel_stats` of the training images
+    a run trains on (the long-tailed subset)."""
+    if dataset in FIXED_STATS:
+        return FIXED_STATS[dataset]
+    return channel_stats(train_images)
+
+
+#: Where a run's normalisation statistics come from (``--norm-stats``): ``(dataset, train_images) -> (mean, std)``.
+#: ``"data"``: :func:`dataset_stats`; ``"cifar"``: CIFAR's whatever the data (every run before image folders were
+#: normalised with their own).
+STATS_SOURCES: dict[str, Callable[[str, Tensor], Stats]] = {
+    "data": dataset_stats,
+    "cifar": lambda dataset, train_images: (CIFAR_MEAN, CIFAR_STD),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,9 +440,10 @@ def _check_uint8_batch(x: Tensor, what: str) -> None:
         raise ValueError(f"{what}: expected a uint8 tensor (B, 3, H, W) of raw pixels, got {got}")
 
 
-def normalize(x: Tensor) -> Tensor:
-    """``(B, 3, H, W)`` uint8 -> float32 ``(x/255 - CIFAR_MEAN) / CIFAR_STD`` (test-time transform)."""
-    return _normalize(x, CIFAR_MEAN, CIFAR_STD)
+def normalize(x: Tensor, stats: Stats = (CIFAR_MEAN, CIFAR_STD)) -> Tensor:
+    """``(B, 3, H, W)`` uint8 -> float32 ``(x/255 - mean) / std`` (test-time transform), by default with the
+    CIFAR statistics; a run's own are its recipe's (``longtail.recipe.Recipe.stats``)."""
+    return _normalize(x, *stats)
 
 
 def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:

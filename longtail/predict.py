@@ -6,7 +6,9 @@ Each argument is an image file or a folder (searched recursively for ``.png``, `
 ``file,predicted_class,score`` and prints a short table; images inside folders named after the run's classes (an
 ImageFolder split, ``DIR/<class>/*.png``) are also scored against that class and the accuracy is printed.
 
-In Python, :func:`load_run` rebuilds the run's model exactly as ``sla-longtail`` built it and loads its final
+In Python, :func:`load_run` rebuilds the run's model exactly as ``sla-longtail`` built it, from the run record
+``recipe.json`` (the recorded normalisation statistics, classes, class counts and image side: never the data
+folder's current state, so a folder that gained classes or files since changes nothing), and loads its final
 weights (``checkpoint.pt``, the weights the run was tested with)::
 
     predictor = longtail.load_run("runs/c10_ldam_sla")
@@ -27,16 +29,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fewshot_sla import SLAClassifier, checkpoint
+from fewshot_sla import SLAClassifier, checkpoint, runs
 from fewshot_sla.config import ConfigError, load_config
 from fewshot_sla.io import decode_images
 from fewshot_sla.utils import DataError, inference_batches, read_json
 
 from .config import LTConfig
-from .data import IMAGE_EXTENSIONS, normalize
+from .data import CIFAR_MEAN, CIFAR_STD, IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
+
+    from .recipe import Recipe
 
 __all__ = ["LongTailPredictor", "load_run", "main", "CIFAR_SIZE"]
 
@@ -64,27 +68,31 @@ class LongTailPredictor:
 
     Images may be file paths, PIL images, a list mixing both, or a uint8 tensor ``(B, 3, H, W)`` of raw pixels,
     of any size: each is made RGB (files decoded as the long-tail loader decodes them), resized to the run's side
-    (32 for CIFAR; PIL's BILINEAR when the size differs) and normalised with :func:`longtail.data.normalize`.
+    (PIL's BILINEAR when the size differs) and normalised with the run's recorded statistics
+    (:meth:`longtail.recipe.Recipe.normalize`).
 
     Attributes:
         model: the :class:`fewshot_sla.SLAClassifier` in eval mode, on ``device``.
+        recipe: the run's :class:`longtail.recipe.Recipe` (from its record).
         cfg: the run's :class:`longtail.config.LTConfig`.
         classes: the class names, index = column of :meth:`predict`.
         counts: the training images per class.
         image_size: the side images are resized to.
+        stats: the ``(mean, std)`` per channel images are normalised with.
         main_mode: the run's headline prediction mode (distilled > aggregated > single), :meth:`predict`'s default.
         device: where the network runs.
         weights: the checkpoint file loaded.
     """
 
     def __init__(
-        self, model: SLAClassifier, cfg: LTConfig, classes: list[str], counts: list[int], image_size: int,
-        main_mode: str, device: torch.device, weights: Path,
+        self, model: SLAClassifier, recipe: Recipe, main_mode: str, device: torch.device, weights: Path,
     ) -> None:
         self.model = model.to(device).eval()
-        self.cfg = cfg
-        self.classes, self.counts = list(classes), list(counts)
-        self.image_size = int(image_size)
+        self.recipe = recipe
+        self.cfg = recipe.cfg
+        self.classes, self.counts = list(recipe.class_names), list(recipe.counts)
+        self.image_size = recipe.image_size
+        self.stats = recipe.stats
         self.main_mode = main_mode
         self.device = device
         self.weights = weights
@@ -187,14 +195,14 @@ class LongTailPredictor:
             n = len(chunk)
             if n == 1:  # a single image: scored as in a batch (see inference_batches), then kept alone
                 chunk = chunk.expand(2, *chunk.shape[1:])
-            z = self.model.predict(normalize(chunk.to(self.device)), mode)[:n]
+            z = self.model.predict(self.recipe.normalize(chunk.to(self.device)), mode)[:n]
             out.append(torch.softmax(scale * z.float(), dim=1).cpu())
         return torch.cat(out)
 
 
 def _train_image_size(cfg: LTConfig) -> int:
-    """The side of the run's training images: 32 for CIFAR; for an image folder (used at the files' own size), the
-    size of its first training image, when the folder is still there."""
+    """A run without a record: the side of its training images, 32 for CIFAR; for an image folder (used at the
+    files' own size), the size of its first training image, when the folder is still there."""
     if cfg.dataset != "imagefolder":
         return CIFAR_SIZE
     from PIL import Image
@@ -215,42 +223,11 @@ def _train_image_size(cfg: LTConfig) -> int:
     return w if w == h else CIFAR_SIZE
 
 
-def _main_mode(modes: Sequence[str]) -> str:
-    """The headline mode, as ``longtail.benchmark.report`` picks it."""
-    return "distilled" if "distilled" in modes else "aggregated" if "aggregated" in modes else "single"
+def _legacy_recipe(run: Path, cfg_path: Path, metrics: dict) -> Recipe:
+    """The recipe of a run written before run records existed (no ``recipe.json``): every such run normalised with
+    the CIFAR statistics; its classes and counts are those of its ``metrics.json``."""
+    from .recipe import build_recipe
 
-
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LongTailPredictor:
-    """Rebuild a ``sla-longtail`` run's model from its folder and load its weights.
-
-    The model is built as ``sla-longtail`` built it (``longtail.benchmark.build_model`` with the run's
-    ``config.yaml`` and training class counts); the weights are ``checkpoint.pt``'s, the model the run was tested
-    with once finished (a warning says so when the run stopped early). Class counts and names come from
-    ``metrics.json``; when it lacks them (a run that has not finished, or written before class names were
-    recorded), the run's data is loaded to recompute them.
-
-    Args:
-        run_dir: the ``--out`` folder of one ``sla-longtail`` run (a grid's ``OUT/<loss>_<transform>/``).
-        device: where the network runs (``"cpu"``, ``"cuda"``, ...).
-
-    Returns:
-        A :class:`LongTailPredictor`.
-
-    Raises:
-        DataError: the folder, its config.yaml or checkpoint.pt is missing, the files do not fit together, or the
-            class counts can be neither read nor recomputed.
-    """
-    run = Path(run_dir).expanduser()
-    if not run.is_dir():
-        raise DataError(f"run folder {str(run)!r} does not exist; pass the --out folder of a sla-longtail run")
-    cfg_path, weights, metrics_path = run / "config.yaml", run / "checkpoint.pt", run / "metrics.json"
-    if not cfg_path.is_file():
-        grid = sorted(p.name for p in run.iterdir() if (p / "config.yaml").is_file())
-        hint = f" (it holds the grid runs {', '.join(grid[:6])}: pass one of them)" if grid else ""
-        raise DataError(
-            f"{run} has no config.yaml, so it is not a sla-longtail run folder{hint}; pass the --out folder of a "
-            "training run"
-        )
     try:
         cfg = load_config(LTConfig, cfg_path)
     except ConfigError as e:
@@ -260,49 +237,88 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LongTai
             f"{cfg_path} is not a sla-longtail config ({what}); for a sla-fewshot run use episodes.load_run or "
             "sla-fewshot-predict"
         ) from None
+    counts, names = metrics.get("class_counts"), metrics.get("class_names")
+    if counts is None:
+        raise DataError(f"{run} has no {runs.RECORD_FILE} (a run of an older version) and its metrics.json gives no "
+                        "class counts (it has not finished): train the run again with this version")
+    if names is None:
+        names = [str(i) for i in range(len(counts))]
+        warnings.warn(f"{run / 'metrics.json'} records no class names; the classes are named by their index",
+                      stacklevel=3)
+    if len(names) != len(counts):
+        raise DataError(f"{run / 'metrics.json'}: {len(names)} class names but {len(counts)} class counts; the file "
+                        "is damaged")
+    warnings.warn(f"{run} has no {runs.RECORD_FILE} (a run of an older version): using the CIFAR statistics every "
+                  "older version normalised with and the classes of its metrics.json", stacklevel=3)
+    return build_recipe(cfg, class_names=names, counts=counts, stats=(CIFAR_MEAN, CIFAR_STD),
+                        image_size=_train_image_size(cfg))
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LongTailPredictor:
+    """Rebuild a ``sla-longtail`` run's model from its folder and load its weights.
+
+    The model is built as ``sla-longtail`` built it (:func:`longtail.recipe.build_model` of the recipe recorded in
+    ``recipe.json``: config, class counts and names, normalisation statistics, image side), so the data folder is
+    not read, and a folder changed since training changes nothing; the weights are ``checkpoint.pt``'s, the model
+    the run was tested with once finished (a warning says so when the run stopped early). A run of an older version
+    (no ``recipe.json``) is read from its ``config.yaml`` and ``metrics.json``, with the CIFAR statistics it was
+    trained with (and a warning).
+
+    Args:
+        run_dir: the ``--out`` folder of one ``sla-longtail`` run (a grid's ``OUT/<loss>_<transform>/``).
+        device: where the network runs (``"cpu"``, ``"cuda"``, ...).
+
+    Returns:
+        A :class:`LongTailPredictor`.
+
+    Raises:
+        DataError: the folder, its record or checkpoint.pt is missing, or the files do not fit together.
+    """
+    from .recipe import KIND, build_model, from_record, main_mode  # here: `import longtail` stays light (no engine)
+
+    run = Path(run_dir).expanduser()
+    if not run.is_dir():
+        raise DataError(f"run folder {str(run)!r} does not exist; pass the --out folder of a sla-longtail run")
+    cfg_path, weights, metrics_path = run / "config.yaml", run / "checkpoint.pt", run / "metrics.json"
+    has_record = (run / runs.RECORD_FILE).is_file()
+    if not has_record and not cfg_path.is_file():
+        grid = sorted(p.name for p in run.iterdir() if (p / "config.yaml").is_file())
+        hint = f" (it holds the grid runs {', '.join(grid[:6])}: pass one of them)" if grid else ""
+        raise DataError(
+            f"{run} has neither {runs.RECORD_FILE} nor config.yaml, so it is not a sla-longtail run folder{hint}; pass "
+            "the --out folder of a training run"
+        )
+    metrics = read_json(metrics_path) if metrics_path.is_file() else {}
+    if has_record:
+        record = runs.read_record(run, None, "load_run")
+        if record.get("kind") != KIND:
+            raise DataError(f"{run} is a {record.get('kind')!r} run, not a sla-longtail one; for a sla-fewshot run use "
+                            "episodes.load_run or sla-fewshot-predict")
+        recipe = from_record(record)
+    else:
+        recipe = _legacy_recipe(run, cfg_path, metrics)
     if not weights.is_file():
         raise DataError(f"{run} has no checkpoint.pt: the run has not saved weights yet (train it first)")
-    metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-    counts, names = metrics.get("class_counts"), metrics.get("class_names")
-    from .benchmark import build_model, load_data  # here: `import longtail` stays light (no engine, no W&B logger)
-    from .schedules import scale_epochs
-
-    if counts is None or names is None:
-        try:
-            data = load_data(cfg, progress=False)
-        except (DataError, ValueError) as e:
-            if counts is None:
-                raise DataError(
-                    f"{metrics_path} does not give the training class counts (the run has not finished) and the "
-                    f"run's data cannot be loaded to recompute them: {e}"
-                ) from None
-            names = [str(i) for i in range(len(counts))]
-            warnings.warn(f"{metrics_path} records no class names and the data cannot be loaded ({e}); the classes "
-                          "are named by their index", stacklevel=2)
-        else:
-            counts = data.counts if counts is None else counts
-            names = data.class_names if names is None else names
-    if len(names) != len(counts):
-        raise DataError(f"{metrics_path}: {len(names)} class names but {len(counts)} class counts; the file is damaged")
     dev = torch.device(device)
     st = checkpoint.load(weights, map_location=dev)
     state = st.get("model")
     if not isinstance(state, dict) or not state:
         raise DataError(f"{weights} holds no 'model' state dict; it was not written by sla-longtail")
-    model = build_model(cfg, list(counts), scale_epochs(cfg.epochs))
+    model = build_model(recipe)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise DataError(
-            f"{weights} does not fit the model {cfg_path} describes ({first}); the folder mixes files of different "
-            "runs: use a run folder as sla-longtail wrote it"
+            f"{weights} does not fit the model the run's record describes ({first}); the folder mixes files of "
+            "different runs: use a run folder as sla-longtail wrote it"
         ) from None
     done = st.get("unit")
-    if isinstance(done, int) and done < cfg.epochs:
-        warnings.warn(f"{weights} is from epoch {done} of {cfg.epochs}: the run has not finished", stacklevel=2)
-    main_mode = metrics.get("test/main_mode") or _main_mode(model.modes())
-    return LongTailPredictor(model, cfg, names, counts, _train_image_size(cfg), main_mode, dev, weights)
+    epochs = recipe.cfg.epochs
+    if isinstance(done, int) and done < epochs:
+        warnings.warn(f"{weights} is from epoch {done} of {epochs}: the run has not finished", stacklevel=2)
+    mode = metrics.get("test/main_mode") or main_mode(model.modes())
+    return LongTailPredictor(model, recipe, mode, dev, weights)
 
 
 # -- command line -----------------------------------------------------------------------------------------------

@@ -28,6 +28,10 @@ they come last, so they override the recipe.
 
 Exit status: 0 every run finished (report written), 3 runs remain (time limit, ``--max-runs``, a
 pass-through ``--stop-after``, a signal): run the same command again, 1 a run failed, 2 bad usage.
+
+The grid tool of ``sla-longtail --grid-loss L... --grid-transform T...`` is here too (:func:`run_grid`): every
+(loss, transform) pair as one run in ``OUT/<loss>_<transform>/``, in this process (so also under ``torchrun``),
+then one table in ``OUT/results.md`` and ``OUT/results.json``.
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .config import LTConfig
 from .losses import LOSSES
 
 __all__ = [
@@ -58,6 +64,9 @@ __all__ = [
     "is_finished",
     "main",
     "plan_grid",
+    "grid_configs",
+    "grid_row",
+    "run_grid",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,8 +245,6 @@ def check_run_args(plans: list[RunPlan]) -> None:
 
     from fewshot_sla.config import parse_config
     from fewshot_sla.engine import EMULATED_BF16, cpu_has_native_bf16
-
-    from .config import LTConfig
 
     emulated_bf16 = False
     seen: set[Path | None] = set()
@@ -437,6 +444,62 @@ def write_report(plans: list[RunPlan], report_dir: Path) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     return report_main([*dirs, "--out", str(report_dir)])
+
+
+# -- the in-process grid (sla-longtail --grid-loss ... --grid-transform ...) -------------------------------
+def grid_configs(cfg: LTConfig) -> list[LTConfig]:
+    """The runs of ``cfg``'s ``--grid-loss`` x ``--grid-transform`` (``cfg``'s own loss or transform where a list
+    is empty), each into ``OUT/<loss>_<transform>/``; ``--sd`` only where the transform is not ``none``.
+
+    Every entry goes through :func:`fewshot_sla.config.config_from_dict`, so it is checked like a flag (an unknown
+    loss is a clear error)."""
+    from fewshot_sla.config import config_from_dict
+
+    return [
+        config_from_dict(LTConfig, {"loss": loss, "transform": tf, "sd": cfg.sd and tf != "none", "grid_loss": (),
+                                    "grid_transform": (), "out": str(Path(cfg.out) / f"{loss}_{tf}")},
+                         base=cfg, source="grid")
+        for loss in cfg.grid_loss or (cfg.loss,)
+        for tf in cfg.grid_transform or (cfg.transform,)
+    ]
+
+
+def grid_row(cfg: LTConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """One row of the grid's table: the run's loss and transform, its accuracies (NaN where a mode is missing)."""
+    import math
+
+    return {
+        "loss": cfg.loss + ("+DRW" if cfg.drw else ""),
+        "transform": cfg.transform,
+        "SI": metrics["test/acc"],
+        "AG": metrics.get("test/acc_agg", math.nan),
+        "SD": metrics.get("test/acc_distilled", math.nan),
+        "balanced": metrics["test/balanced_acc"],
+        "many": metrics["test/acc_many"],
+        "medium": metrics["test/acc_medium"],
+        "few": metrics["test/acc_few"],
+    }
+
+
+def run_grid(cfg: LTConfig, run: Callable[[LTConfig], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run every entry of :func:`grid_configs` with ``run`` (``longtail.benchmark.run``), then print and write the
+    table of the finished ones (rank 0): ``OUT/results.md`` and ``OUT/results.json``."""
+    from fewshot_sla.distributed import info as dist_info
+    from fewshot_sla.tracking import format_table
+    from fewshot_sla.utils import write_json
+
+    rows = []
+    for sub in grid_configs(cfg):
+        met = run(sub)
+        if met.get("test/acc") is not None:
+            rows.append(grid_row(sub, met))
+    if rows and dist_info().is_main:
+        table = format_table(rows)
+        print("\n" + table)
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "results.md").write_text(table + "\n")
+        write_json(rows, Path(cfg.out) / "results.json")
+    return rows
 
 
 # -- main ---------------------------------------------------------------------------------------------

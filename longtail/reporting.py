@@ -30,9 +30,14 @@ GROUP_IGNORE: frozenset[str] = frozenset({"data_root", "download", "eval_every",
 IMAGE_FOLDERS: frozenset[str] = frozenset({"imagefolder"})
 
 #: Config keys added after runs were recorded, with the value that gives the behaviour of a run recorded without
-#: them (VS loss's adjustments, SAM off). ``scripts/upgrade_run_records.py`` fills them into an old run's identity so
+#: them (VS loss's adjustments, SAM off, the warm-up per epoch, CIFAR statistics, no SyncBN). ``scripts/upgrade_run_records.py`` fills them into an old run's identity so
 #: that an old and a new run of one method share a group. Add a field here when you add one to ``LTConfig``.
-LEGACY_DEFAULTS: dict[str, Any] = {"vs_gamma": 0.2, "vs_tau": 1.2, "sam_rho": 0.0}
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "vs_gamma": 0.2, "vs_tau": 1.2, "sam_rho": 0.0,
+    "warmup": "epoch",  # before per-step warm-up: the lr was set once per epoch (a 1-epoch warm-up did nothing)
+    "norm_stats": "cifar",  # before a folder's own statistics: CIFAR-10's, whatever the folder held
+    "sync_bn": False,
+}
 
 _LEGEND = (
     "Test accuracy in %, mean +- sample std (ddof=1) over seeds; the std is n/a with one seed. "

@@ -168,10 +168,11 @@ class LTSampler(Sampler[int]):
         pos = torch.minimum(pos, self._counts_t[cls] - 1)  # guard the u -> 1.0 rounding edge
         return self._by_class[self._offsets[cls] + pos]
 
-    def epoch_indices(self, epoch: int | None = None) -> Tensor:
-        """This rank's indices for ``epoch`` (default: the last :meth:`set_epoch`'s): ``(len(self),)`` int64.
+    def global_indices(self, epoch: int | None = None) -> Tensor:
+        """Every rank's indices for ``epoch`` together: ``(len(self) * world_size,)`` int64, the draw padded to a
+        multiple of ``world_size``; rank ``r``'s share is ``[r::world_size]`` (:meth:`epoch_indices`).
 
-        A pure function of ``(seed, epoch, rank, world_size)``: a fresh generator per call and nothing
+        A pure function of ``(seed, epoch, world_size)``: a fresh generator per call and nothing
         carried over between epochs, so epochs can be replayed in any order (resume, re-iteration).
         """
         e = self.epoch if epoch is None else int(epoch)
@@ -181,7 +182,12 @@ class LTSampler(Sampler[int]):
         pad = self.total_size - len(idx)
         if pad > 0:  # as DistributedSampler: repeat the head so every rank gets the same count
             idx = torch.cat([idx, idx.repeat(math.ceil(pad / len(idx)))[:pad]])
-        return idx[self.rank : self.total_size : self.world_size]
+        return idx
+
+    def epoch_indices(self, epoch: int | None = None) -> Tensor:
+        """This rank's indices for ``epoch`` (default: the last :meth:`set_epoch`'s): ``(len(self),)`` int64, a
+        pure function of ``(seed, epoch, rank, world_size)`` (see :meth:`global_indices`)."""
+        return self.global_indices(epoch)[self.rank : self.total_size : self.world_size]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.epoch_indices().tolist())

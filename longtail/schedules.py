@@ -6,15 +6,22 @@ for the 0-based epoch ``e`` it sets, with ``k = e + 1``, ``lr = base * k / 5`` w
 ``base``. Deferred re-weighting (DRW) switches the loss weights to class-balanced ones from the
 0-based epoch 160 on (``idx = epoch // 160``). :func:`scale_epochs` maps that 200-epoch plan
 proportionally onto a shorter run (CPU budgets).
+
+A run's learning rate is :func:`lr_at`, a pure function of ``(epoch, batch, batches_per_epoch)``: the schedule
+(:data:`SCHEDULES`: LDAM-DRW's steps or a cosine) after a linear warm-up that grows per optimiser step
+(``warmup="step"``) or per epoch (``"epoch"``, LDAM-DRW's code, and every run before per-step warm-up existed).
+Per epoch, a warm-up of one epoch -- what :func:`scale_epochs` gives any run of 20 to 59 epochs -- is no warm-up
+at all: epoch 0 already trains at ``base * 1 / 1``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ldam_lr", "cosine_lr", "drw_active", "LTSchedule", "scale_epochs", "REFERENCE_EPOCHS"]
+__all__ = ["ldam_lr", "cosine_lr", "drw_active", "LTSchedule", "scale_epochs", "REFERENCE_EPOCHS", "ldam_step_lr",
+           "cosine_step_lr", "SCHEDULES", "WARMUPS", "lr_at"]
 
 REFERENCE_EPOCHS = 200  # LDAM-DRW's run length; its milestones are 160 and 180, DRW from 160, warm-up 5
 
@@ -125,3 +132,71 @@ def cosine_lr(epoch: float, epochs: int, base_lr: float = 0.1, warmup: int = 1) 
         return base_lr * k / warmup
     t = (epoch - warmup) / max(epochs - warmup, 1)
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+
+def _step(epoch: int, batch: int, batches_per_epoch: int) -> int:
+    if batches_per_epoch < 1 or epoch < 0 or not 0 <= batch < batches_per_epoch:
+        raise ValueError(
+            f"need epoch >= 0 and 0 <= batch < batches_per_epoch (>= 1), got epoch {epoch}, batch {batch}, "
+            f"batches_per_epoch {batches_per_epoch}"
+        )
+    return epoch * batches_per_epoch + batch
+
+
+def ldam_step_lr(plan: LTSchedule, base_lr: float, epoch: int, batch: int = 0, batches_per_epoch: int = 1,
+                 gamma: float = 0.01) -> float:
+    """LDAM-DRW's learning rate at optimiser step ``batch`` of 0-based ``epoch``.
+
+    With ``s = epoch * B + batch`` and ``W = plan.warmup * B`` (``B = batches_per_epoch``): ``base * (s + 1) / W``
+    while ``s < W`` (a linear warm-up over ``plan.warmup`` epochs of steps), then ``base * gamma ** (number of
+    milestones < epoch + 1)`` (the steps stay per epoch, as LDAM-DRW's). ``B = 1, batch = 0`` is
+    :meth:`LTSchedule.lr` exactly (the per-epoch warm-up).
+    """
+    s, w = _step(epoch, batch, batches_per_epoch), plan.warmup * batches_per_epoch
+    if s < w:
+        return base_lr * (s + 1) / w
+    return base_lr * gamma ** sum(1 for ms in plan.milestones if epoch + 1 > ms)
+
+
+def cosine_step_lr(plan: LTSchedule, base_lr: float, epoch: int, batch: int = 0, batches_per_epoch: int = 1) -> float:
+    """Linear warm-up over ``plan.warmup`` epochs of steps (as :func:`ldam_step_lr`), then a cosine from ``base``
+    to 0 at step ``plan.epochs * B``: ``0.5 * base * (1 + cos(pi * (s - W) / ((epochs - warmup) * B)))``.
+    ``B = 1, batch = 0`` is :func:`cosine_lr` exactly (per epoch)."""
+    s, w = _step(epoch, batch, batches_per_epoch), plan.warmup * batches_per_epoch
+    if s < w:
+        return base_lr * (s + 1) / w
+    t = (s - w) / max((plan.epochs - plan.warmup) * batches_per_epoch, 1)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+
+#: The learning-rate schedules by name: ``(plan, base_lr, epoch, batch, batches_per_epoch) -> lr``.
+SCHEDULES: dict[str, Callable[[LTSchedule, float, int, int, int], float]] = {
+    "ldam": ldam_step_lr,
+    "cosine": cosine_step_lr,
+}
+
+#: Warm-up granularities by name: ``(batch, batches_per_epoch) ->`` the ``(batch, batches_per_epoch)`` a schedule
+#: sees. ``"step"`` grows the lr every optimiser step; ``"epoch"`` sets it once per epoch (LDAM-DRW's code).
+WARMUPS: dict[str, Callable[[int, int], tuple[int, int]]] = {
+    "step": lambda batch, batches_per_epoch: (batch, batches_per_epoch),
+    "epoch": lambda batch, batches_per_epoch: (0, 1),
+}
+
+
+def lr_at(schedule: str, warmup: str, plan: LTSchedule, base_lr: float, epoch: int, batch: int,
+          batches_per_epoch: int) -> float:
+    """The learning rate of optimiser step ``batch`` (of ``batches_per_epoch``) in 0-based ``epoch``.
+
+    Args:
+        schedule: a key of :data:`SCHEDULES`.
+        warmup: a key of :data:`WARMUPS`.
+        plan: the run's :class:`LTSchedule` (:func:`scale_epochs`).
+        base_lr: the lr after warm-up.
+        epoch, batch, batches_per_epoch: the step.
+    """
+    if schedule not in SCHEDULES or warmup not in WARMUPS:
+        raise ValueError(f"unknown schedule {schedule!r} or warm-up {warmup!r}; choose from {list(SCHEDULES)} and "
+                         f"{list(WARMUPS)}")
+    _step(epoch, batch, batches_per_epoch)
+    b, n = WARMUPS[warmup](batch, batches_per_epoch)
+    return SCHEDULES[schedule](plan, base_lr, epoch, b, n)

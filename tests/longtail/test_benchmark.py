@@ -20,7 +20,9 @@ import yaml
 
 from fewshot_sla.utils import read_json
 from longtail import losses as L
-from longtail.benchmark import build_model, limit_per_class, load_data, main, run
+from longtail.benchmark import main, run
+from longtail.data import CIFAR_MEAN, CIFAR_STD, limit_per_class
+from longtail.recipe import build_model, build_recipe, load_data, make_loop, resolve
 from longtail.schedules import scale_epochs
 from tests.launch import torchrun
 from tests.longtail.synthetic import tiny, write_folder
@@ -34,6 +36,12 @@ def folder(tmp_path_factory) -> Path:
     """4 classes x (60 train, 12 test) PNGs (tests/longtail/synthetic.py)."""
     return write_folder(tmp_path_factory.mktemp("lt_folder"), 60, 12, seed=0)
 
+
+def _model(cfg, counts):
+    """build_model of a recipe with these class counts (no data loaded)."""
+    recipe = build_recipe(cfg, class_names=[f"c{i}" for i in range(len(counts))], counts=counts,
+                          stats=(CIFAR_MEAN, CIFAR_STD), image_size=32)
+    return build_model(recipe)
 
 
 def test_limit_per_class_keeps_proportions():
@@ -74,11 +82,11 @@ def test_class_balanced_weights_are_in_effect_every_epoch(folder, tmp_path, monk
 def test_sd_distils_scaled_logits_for_ldam(folder):
     counts = [60, 29, 14, 10]
     plan = scale_epochs(10)
-    ldam = build_model(tiny(folder, "x", loss="ldam", transform="rotation", sd=True), counts, plan)
-    ce = build_model(tiny(folder, "x", loss="ce", transform="rotation", sd=True), counts, plan)
+    ldam = _model(tiny(folder, "x", loss="ldam", transform="rotation", sd=True, epochs=10), counts)
+    ce = _model(tiny(folder, "x", loss="ce", transform="rotation", sd=True, epochs=10), counts)
     assert ldam.distill_scale == 30.0 and ce.distill_scale == 1.0
     # DRW reaches both criteria of the model through set_epoch, at the scaled DRW epoch
-    drw = build_model(tiny(folder, "x", loss="ldam", drw=True, transform="rotation", sd=True), counts, plan)
+    drw = _model(tiny(folder, "x", loss="ldam", drw=True, transform="rotation", sd=True, epochs=10), counts)
     for crit in (drw.criterion, drw.sd_criterion):
         crit.set_epoch(plan.drw_epoch - 1)
         assert crit.weight is None
@@ -87,21 +95,26 @@ def test_sd_distils_scaled_logits_for_ldam(folder):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", [3, 7])  # before the lr milestone and DRW; after both (DRW from epoch 6 of 8)
-def test_resume_is_exact_through_drw(folder, tmp_path, stop):
+def test_resume_is_exact_across_warmup_milestones_and_drw(folder, tmp_path):
+    """Stopped after the per-step warm-up (epoch 1), at the first lr milestone and the DRW switch (epoch 6) and at
+    the second milestone (epoch 7), then resumed each time: the metrics and history of an uninterrupted run."""
     kw = dict(epochs=8, loss="ldam", drw=True, transform="rotation2", sd=True, limit_test=16)
     plan = scale_epochs(8)
-    assert plan.drw_epoch == 6 and plan.milestones == (6, 7)
+    assert (plan.warmup, plan.drw_epoch, plan.milestones) == (1, 6, (6, 7))
     straight = run(tiny(folder, tmp_path / "a", **kw))
-    part = run(tiny(folder, tmp_path / "b", stop_after=stop, **kw))
-    assert part == {"epochs_done": stop}
+    done = 0
+    for stop in (1, 6, 7):
+        part = run(tiny(folder, tmp_path / "b", stop_after=stop - done, resume=done > 0, **kw))
+        assert part == {"epochs_done": stop}
+        done = stop
     with open(tmp_path / "b" / "history.jsonl", "a") as f:  # as if the run had logged an epoch, then died
-        f.write(json.dumps({"step": stop + 1, "train/loss": 123.0}) + "\n")
+        f.write(json.dumps({"step": done + 1, "train/loss": 123.0}) + "\n")
     resumed = run(tiny(folder, tmp_path / "b", resume=True, **kw))
     assert json.dumps(straight, sort_keys=True) == json.dumps(resumed, sort_keys=True)
     ha = read_json(tmp_path / "a" / "metrics.json")["history"]
     hb = read_json(tmp_path / "b" / "metrics.json")["history"]
     assert ha == hb and [r["drw"] for r in ha] == [0.0] * 6 + [1.0] * 2
+    assert [r["lr"] for r in ha][5:] == pytest.approx([0.1, 1e-3, 1e-5])
     # history.jsonl: no row twice, whatever the interrupted run had logged past its checkpoint
     ja, jb = ((tmp_path / r / "history.jsonl").read_text().splitlines() for r in ("a", "b"))
     assert [json.loads(x)["step"] for x in ja] == [json.loads(x)["step"] for x in jb] == list(range(1, 9))
@@ -205,23 +218,87 @@ def test_real_cifar10_lt_tiny(cifar10_imagefolder, tmp_path):
     assert 0.0 <= met["test/acc"] <= 1.0
 
 
+def _torchrun(folder, out, *extra, nproc=2):
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [*torchrun(nproc), "-m",
+           "longtail.benchmark", "--dataset", "imagefolder", "--data-root", str(folder), "--imbalance-ratio", "6",
+           "--epochs", "2", "--batch-size", "16", "--backbone", "resnet20", "--device", "cpu", "--num-threads", "1",
+           "--out", str(out), "--transform", "rotation2", "--wandb", "disabled", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
 @pytest.mark.slow
 @pytest.mark.dist
 def test_two_process_gloo_global_batch(folder, tmp_path):
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [*torchrun(2), "-m",
-           "longtail.benchmark", "--dataset", "imagefolder", "--data-root", str(folder), "--imbalance-ratio", "6",
-           "--epochs", "2", "--batch-size", "16", "--backbone", "resnet20", "--device", "cpu", "--num-threads", "1",
-           "--out", str(tmp_path), "--transform", "rotation2", "--wandb", "disabled"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    """Two gloo processes train on the global batch (the same steps and images as one process, see
+    test_processes_share_one_global_batch); without --sync-bn each normalises with the BatchNorm statistics of
+    its half of the batch, so the losses are not one process's (torch's SyncBatchNorm needs CUDA)."""
+    res = _torchrun(folder, tmp_path / "two")
     assert res.returncode == 0, res.stderr[-3000:]
-    m = read_json(tmp_path / "metrics.json")
+    m = read_json(tmp_path / "two" / "metrics.json")
     assert KEYS | {"test/acc_agg"} <= set(m) and m["world_size"] == 2 and len(m["history"]) == 2
-    # the global batch of 16 is 8 per process: 120 images -> 8 steps per epoch, as in one process
-    rows = [r for r in (tmp_path).glob("*.csv")]
-    assert rows == [] and 0.0 <= m["test/acc"] <= 1.0
-    with pytest.raises(AssertionError):
-        assert m["history"][0]["train/loss"] != m["history"][0]["train/loss"]
+    assert 0.0 <= m["test/acc"] <= 1.0
+    one = run(tiny(folder, tmp_path / "one", epochs=2, transform="rotation2", device="cpu"))
+    assert one["test/acc"] >= 0.0
+    h1, h2 = read_json(tmp_path / "one" / "metrics.json")["history"], m["history"]
+    assert [r["lr"] for r in h1] == [r["lr"] for r in h2]
+    assert h1[0]["train/loss"] != pytest.approx(h2[0]["train/loss"], rel=1e-5)  # BatchNorm on half batches
+    # --sync-bn would make them one process's, but torch's SyncBatchNorm runs on CUDA only: a clear refusal
+    res = _torchrun(folder, tmp_path / "sync", "--sync-bn")
+    assert res.returncode != 0 and res.stderr.count("error: --sync-bn: torch") == 2 and "CUDA only" in res.stderr
+    assert 'longtail/recipe.py"' not in res.stderr  # each rank's message, not a traceback (torchrun adds its own)
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="torch's SyncBatchNorm needs two CUDA devices here")
+def test_sync_bn_two_processes_equal_one(folder, tmp_path):
+    """With --sync-bn, two processes (NCCL) give one process's metrics for the same global batch (96 training
+    images: 6 global batches of 16, no padded draw)."""
+    res = _torchrun(folder, tmp_path / "two", "--sync-bn", "--device", "cuda", "--limit-train", "96")
+    assert res.returncode == 0, res.stderr[-3000:]
+    one = run(tiny(folder, tmp_path / "one", epochs=2, transform="rotation2", device="cuda", limit_train=96))
+    two = read_json(tmp_path / "two" / "metrics.json")
+    h1, h2 = read_json(tmp_path / "one" / "metrics.json")["history"], two["history"]
+    for r1, r2 in zip(h1, h2):
+        assert r1["train/loss"] == pytest.approx(r2["train/loss"], rel=1e-4)
+    assert abs(one["test/acc"] - two["test/acc"]) <= 1 / 48  # at most one test image of 48 on the other side
+
+
+def test_processes_share_one_global_batch(folder):
+    """Under P processes rank r's batch is the share [r::P] of the one-process batch, augmentation included."""
+    from fewshot_sla import engine as eng
+    from fewshot_sla.distributed import DistInfo
+
+    cfg = tiny(folder, "x", seed=3, batch_size=8)
+    data = load_data(cfg)
+    recipe = resolve(cfg, data)
+    model = build_model(recipe)
+    spec = eng.RunSpec("x", seed=3, device="cpu")
+
+    def loop(rank, world):
+        return make_loop(recipe, eng.Context(spec, torch.device("cpu"), DistInfo(rank, world, rank)), data, model)
+
+    one, r0, r1 = loop(0, 1), loop(0, 2), loop(1, 2)
+    assert one.batches_per_unit == r0.batches_per_unit == len(list(one.batches(1)))
+    for (x, y), (x0, y0), (x1, y1) in zip(one.batches(1), r0.batches(1), r1.batches(1)):
+        assert torch.equal(x0, x[0::2]) and torch.equal(x1, x[1::2])
+        assert torch.equal(y0, y[0::2]) and torch.equal(y1, y[1::2])
+
+
+def test_sync_bn_converts_or_refuses():
+    from fewshot_sla.config import ConfigError
+    from longtail.recipe import sync_batchnorm
+
+    def model():
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+    kinds = {type(m).__name__ for m in sync_batchnorm(model(), True, torch.device("cuda"), 2).modules()}
+    assert "SyncBatchNorm" in kinds and "BatchNorm2d" not in kinds
+    for sync, world in ((False, 2), (True, 1)):
+        assert isinstance(sync_batchnorm(model(), sync, torch.device("cpu"), world)[1], torch.nn.BatchNorm2d)
+    with pytest.raises(ConfigError, match="--sync-bn: torch .*CUDA only.*drop --sync-bn"):
+        sync_batchnorm(model(), True, torch.device("cpu"), 2)
 
 
 @pytest.mark.slow
@@ -247,11 +324,11 @@ def test_a_default_run_makes_no_network_call(folder, tmp_path):
 
 
 def test_vs_parameters_reach_the_loss(folder):
-    counts, plan = [60, 29, 14, 10], scale_epochs(10)
+    counts = [60, 29, 14, 10]
     z, y = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3, 0, 1])
-    plain = build_model(tiny(folder, "x", loss="vs", vs_gamma=0.0, vs_tau=0.0), counts, plan).criterion
+    plain = _model(tiny(folder, "x", loss="vs", vs_gamma=0.0, vs_tau=0.0), counts).criterion
     assert torch.allclose(plain(z, y), torch.nn.functional.cross_entropy(z, y))  # gamma = tau = 0: plain CE
-    vs = build_model(tiny(folder, "x", loss="vs", vs_gamma=0.3, vs_tau=1.0), counts, plan).criterion
+    vs = _model(tiny(folder, "x", loss="vs", vs_gamma=0.3, vs_tau=1.0), counts).criterion
     delta = (torch.tensor(counts, dtype=torch.float) / 60) ** 0.3
     iota = torch.log(torch.tensor(counts, dtype=torch.float) / sum(counts))
     assert torch.allclose(vs(z, y), torch.nn.functional.cross_entropy(z * delta + iota, y), atol=1e-6)
@@ -259,20 +336,21 @@ def test_vs_parameters_reach_the_loss(folder):
 
 def test_training_batches_match_a_per_image_reference(folder):
     """The device path's batches (uint8 set where the model trains, crop + flip draws on the CPU from
-    stream_seed(seed, epoch, rank), then normalise) equal a per-image torchvision-style reference: the
-    augmentation stream does not depend on the device the data lives on."""
+    stream_seed(seed, epoch, 0), then normalise with the folder's own statistics) equal a per-image
+    torchvision-style reference: the augmentation stream does not depend on the device the data lives on."""
     import torch.nn.functional as F
 
     from fewshot_sla import engine as eng
-    from longtail.benchmark import make_loop
-    from longtail.data import normalize
+    from fewshot_sla.io import normalize
+    from longtail.data import channel_stats
     from longtail.samplers import make_sampler
 
     cfg = tiny(folder, "x", seed=4)
     ctx = eng.setup(eng.RunSpec("x", seed=4, device="cpu"))
     data = load_data(cfg, False)
-    model = build_model(cfg, data.counts, scale_epochs(cfg.epochs))
-    loop = make_loop(cfg, ctx, data, model)
+    recipe = resolve(cfg, data)
+    assert recipe.stats == channel_stats(data.train_images)
+    loop = make_loop(recipe, ctx, data, build_model(recipe))
     idx = make_sampler("instance", data.train_labels, 4, cfg.epochs).epoch_indices(1)
     gen = torch.Generator().manual_seed(eng.stream_seed(4, 1, 0))
     for s, (x, y) in zip(range(0, len(idx), 16), loop.batches(1)):
@@ -283,4 +361,4 @@ def test_training_batches_match_a_per_image_reference(folder):
         for i, k in enumerate(b.tolist()):
             img = F.pad(data.train_images[k], (4, 4, 4, 4))[:, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32]
             ref.append(img.flip(-1) if flip[i] else img)
-        assert torch.equal(x, normalize(torch.stack(ref))) and torch.equal(y, data.train_labels[b])
+        assert torch.equal(x, normalize(torch.stack(ref), *recipe.stats)) and torch.equal(y, data.train_labels[b])

@@ -422,3 +422,21 @@ def test_real_cifar10_jpeg_longtail(cifar10_imagefolder):
         path = cifar10_imagefolder / "train" / d.class_names[c] / f"{n:04d}.jpg"
         assert torch.equal(d.train_images[k], decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
     assert 60 < d.train_images.float().mean() < 200  # real pixels, not zeros
+
+
+def test_channel_stats_are_exact_and_cifar_keeps_its_own():
+    from longtail.data import CIFAR_MEAN, CIFAR_STD, channel_stats, dataset_stats
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (37, 3, 5, 7), dtype=torch.uint8, generator=g)
+    x[:, 2] = 77  # a constant channel: std 1 (normalising then only subtracts the mean), not a division by 0
+    mean, std = channel_stats(x, chunk=5)  # chunks that do not divide the set
+    ref = x.double() / 255
+    assert mean == pytest.approx(ref.mean(dim=(0, 2, 3)).tolist(), rel=1e-12)
+    assert std[:2] == pytest.approx(ref[:, :2].std(dim=(0, 2, 3), unbiased=False).tolist(), rel=1e-12)
+    assert std[2] == 1.0 and mean[2] == pytest.approx(77 / 255, rel=1e-12)
+    assert channel_stats(x) == channel_stats(x.flip(0))  # the order of the images does not matter, bit for bit
+    assert dataset_stats("cifar10", x) == dataset_stats("cifar100", x) == (CIFAR_MEAN, CIFAR_STD)
+    assert dataset_stats("imagefolder", x) == (mean, std)
+    with pytest.raises(ValueError, match="channel_stats: expected a non-empty uint8 tensor"):
+        channel_stats(x.float())

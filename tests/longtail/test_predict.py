@@ -13,14 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from fewshot_sla import checkpoint
+from fewshot_sla import checkpoint, runs
 from fewshot_sla.config import save_config
 from fewshot_sla.metrics import accuracy
 from fewshot_sla.utils import DataError, read_json
 from longtail import load_run
-from longtail.benchmark import build_model, load_data, run
+from longtail.benchmark import run
+from longtail.data import CIFAR_MEAN, CIFAR_STD
 from longtail.predict import main
-from longtail.schedules import scale_epochs
+from longtail.recipe import build_model, build_recipe, load_data
 from tests.longtail.synthetic import tiny, write_folder
 
 
@@ -28,7 +29,6 @@ from tests.longtail.synthetic import tiny, write_folder
 def folder(tmp_path_factory) -> Path:
     """4 classes x (40 train, 8 test) PNGs (tests/longtail/synthetic.py)."""
     return write_folder(tmp_path_factory.mktemp("lt_predict_folder"), 40, 8, seed=1)
-
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +45,16 @@ def _test_files(folder: Path) -> list[Path]:
 
 
 def _fake_run(folder: Path, root: Path, unit: int = 2, **kw) -> Path:
-    """A run folder as sla-longtail writes it (config.yaml, checkpoint.pt, metrics.json), untrained weights."""
+    """A run folder as sla-longtail writes it (recipe.json, config.yaml, checkpoint.pt), untrained weights."""
     cfg = tiny(root, folder, **kw)
     folder.mkdir(parents=True)
-    counts = [40, 20, 10, 7]
+    recipe = build_recipe(cfg, class_names=list("abcd"), counts=[40, 20, 10, 7], stats=(CIFAR_MEAN, CIFAR_STD),
+                          image_size=32)
     torch.manual_seed(0)
-    model = build_model(cfg, counts, scale_epochs(cfg.epochs))
+    model = build_model(recipe)
+    runs.write_record(folder, recipe.record())
     save_config(cfg, folder / "config.yaml")
     checkpoint.save(folder / "checkpoint.pt", {"model": model.state_dict(), "unit": unit})
-    (folder / "metrics.json").write_text(json.dumps({"class_counts": counts, "class_names": list("abcd")}))
     return folder
 
 
@@ -92,7 +93,8 @@ def test_paths_pil_and_tensors_give_the_same_scores(trained, folder):
     assert pred.load_images(big_t).shape == (5, 3, 32, 32)
 
 
-def test_counts_and_names_are_recomputed_when_metrics_lack_them(trained, tmp_path):
+def test_classes_counts_and_statistics_come_from_the_record(trained, tmp_path):
+    """metrics.json without class names or counts (a run that has not finished writes none): the record has them."""
     copy = tmp_path / "run"
     shutil.copytree(trained, copy, ignore=shutil.ignore_patterns("wandb"))
     m = read_json(copy / "metrics.json")
@@ -100,9 +102,23 @@ def test_counts_and_names_are_recomputed_when_metrics_lack_them(trained, tmp_pat
         del m[k]
     (copy / "metrics.json").write_text(json.dumps(m))
     pred, ref = load_run(copy), load_run(trained)
-    assert pred.classes == ref.classes and pred.counts == ref.counts
+    rec = runs.read_record(trained, "longtail")["recipe"]
+    assert pred.classes == ref.classes == rec["class_names"] and pred.counts == ref.counts == rec["class_counts"]
+    assert pred.stats == (tuple(rec["stats"]["mean"]), tuple(rec["stats"]["std"])) != (CIFAR_MEAN, CIFAR_STD)
     x = load_data(ref.cfg, progress=False).test_images
     assert torch.equal(pred.predict(x), ref.predict(x))
+
+
+def test_a_run_of_an_older_version_loads_with_the_cifar_statistics(trained, folder, tmp_path):
+    """No recipe.json (runs before run records): config.yaml and metrics.json, and the CIFAR statistics every
+    older version normalised with, said in a warning."""
+    copy = tmp_path / "old"
+    shutil.copytree(trained, copy, ignore=shutil.ignore_patterns("wandb"))
+    (copy / "recipe.json").unlink()
+    with pytest.warns(UserWarning, match="no recipe.json.*CIFAR statistics"):
+        old = load_run(copy)
+    assert old.stats == (CIFAR_MEAN, CIFAR_STD) and old.classes == load_run(trained).classes
+    assert old.image_size == 32 and old.main_mode == "distilled"
 
 
 def test_cli_end_to_end(trained, folder, tmp_path, capsys):
@@ -141,7 +157,7 @@ def test_errors(folder, tmp_path, capsys):
         load_run(_fake_run(tmp_path / "unfinished", folder, unit=1))
     (tmp_path / "grid" / "ce_none").mkdir(parents=True)
     (tmp_path / "grid" / "ce_none" / "config.yaml").write_text("loss: ce\n")
-    with pytest.raises(DataError, match="no config.yaml.*grid runs ce_none"):
+    with pytest.raises(DataError, match="neither recipe.json nor config.yaml.*grid runs ce_none"):
         load_run(tmp_path / "grid")
     (plain / "checkpoint.pt").unlink()
     with pytest.raises(DataError, match="no checkpoint.pt"):

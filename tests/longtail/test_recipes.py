@@ -27,7 +27,7 @@ EXPECTED = {
     "vs": ("vs", False, 2e-4),
 }
 PROTOCOL = dict(dataset="cifar10", profile="exp", subset_seed=0, sampler="instance", transform="none", sd=False,
-                epochs=200, schedule="ldam", batch_size=128, lr=0.1, momentum=0.9, backbone="resnet32")
+                epochs=200, schedule="ldam", warmup="epoch", batch_size=128, lr=0.1, momentum=0.9, backbone="resnet32")
 NAME = re.compile(r"^cifar10_ir(?P<ratio>\d+)_(?P<loss>[a-z_]+)$")
 
 

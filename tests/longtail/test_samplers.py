@@ -197,3 +197,12 @@ def test_ddp_shares_disjoint_and_cover_the_draw(name, n):
     if name == "instance":  # as images: every image exactly once across ranks, apart from the padding's repeats
         counts = np.bincount(torch.cat(shares).numpy(), minlength=n)
         assert counts.min() == 1 and counts.sum() - n == (-n) % w
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_global_indices_hold_every_ranks_share(world):
+    labels = np.repeat(np.arange(3), [7, 4, 2])  # 13 images: padded to a multiple of the world size
+    shares = [make_sampler("sqrt", labels, 5, 10, r, world).epoch_indices(2) for r in range(world)]
+    full = make_sampler("sqrt", labels, 5, 10, 0, world).global_indices(2)
+    assert len(full) == world * len(shares[0]) and all(torch.equal(full[r::world], s) for r, s in enumerate(shares))
+    assert torch.equal(full[:13], make_sampler("sqrt", labels, 5, 10).global_indices(2))  # the draw of one process

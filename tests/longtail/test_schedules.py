@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from longtail.schedules import LTSchedule, drw_active, ldam_lr, scale_epochs
+from longtail.schedules import LTSchedule, cosine_lr, drw_active, ldam_lr, lr_at, scale_epochs
 
 
 def _ldam_adjust_learning_rate(epoch, lr=0.1):
@@ -68,3 +68,42 @@ def test_scale_epochs():
     assert s400 == LTSchedule(epochs=400, warmup=10, milestones=(320, 360), drw_epoch=320)
     with pytest.raises(ValueError, match="total_epochs must be a positive integer"):
         scale_epochs(0)
+
+
+@pytest.mark.parametrize("epochs", [5, 30, 200])
+def test_per_epoch_warmup_is_the_old_schedule_exactly(epochs):
+    """warmup="epoch" (every run before per-step warm-up) gives the per-epoch functions bit for bit."""
+    plan = scale_epochs(epochs)
+    for e in range(epochs):
+        for b in (0, 7):
+            assert lr_at("ldam", "epoch", plan, 0.1, e, b, 10) == plan.lr(e, 0.1)
+            assert lr_at("cosine", "epoch", plan, 0.1, e, b, 10) == cosine_lr(e, epochs, 0.1, plan.warmup)
+
+
+def test_per_step_warmup_ramps_over_the_steps_then_follows_the_schedule():
+    plan, b = scale_epochs(200), 4  # warm-up 5 epochs = 20 steps
+    ramp = [lr_at("ldam", "step", plan, 0.1, s // b, s % b, b) for s in range(20)]
+    assert ramp == pytest.approx([0.1 * (s + 1) / 20 for s in range(20)], rel=1e-12)
+    for e in range(5, 200):  # after the warm-up: LDAM-DRW's per-epoch steps, whatever the step
+        assert {lr_at("ldam", "step", plan, 0.1, e, i, b) for i in range(b)} == {plan.lr(e, 0.1)}
+    # the cosine: continuous through the end of the warm-up and down towards 0 within each epoch
+    cos = [lr_at("cosine", "step", plan, 0.1, e, i, b) for e in (5, 199) for i in range(b)]
+    assert cos[0] == 0.1 and cos[:4] == sorted(cos[:4], reverse=True) and 0 < cos[-1] < cos[-2] < 1e-5
+
+
+def test_a_one_epoch_warmup_is_no_warmup_per_epoch_but_is_one_per_step():
+    """What results.md's 30-epoch runs did: scale_epochs(30)'s warm-up is 1 epoch, so per epoch the first epoch
+    already trains at the full lr; per step it ramps over the first epoch's steps."""
+    plan = scale_epochs(30)
+    assert plan.warmup == 1
+    assert lr_at("cosine", "epoch", plan, 0.1, 0, 0, 194) == 0.1
+    assert lr_at("cosine", "step", plan, 0.1, 0, 0, 194) == pytest.approx(0.1 / 194)
+    assert lr_at("cosine", "step", plan, 0.1, 0, 193, 194) == pytest.approx(0.1)
+
+
+def test_lr_at_errors():
+    plan = scale_epochs(10)
+    with pytest.raises(ValueError, match="unknown schedule 'step'"):
+        lr_at("step", "step", plan, 0.1, 0, 0, 1)
+    with pytest.raises(ValueError, match="0 <= batch < batches_per_epoch"):
+        lr_at("ldam", "step", plan, 0.1, 0, 3, 3)
