@@ -8,6 +8,8 @@ from typing import Any, Literal
 __all__ = ["FewShotConfig", "config_options"]
 
 #: the data sets of :data:`episodes.datasets.LOADERS` (a test checks both agree)
+#: the learners of :data:`episodes.recipe.LEARNERS`
+LearnerName = Literal["protonet", "r2d2", "svm", "maml", "fomaml", "metasgd", "anil", "pretrain"]
 DatasetName = Literal["omniglot", "mini-imagenet", "cifar-fs", "fc100", "tiny-imagenet", "imagefolder"]
 
 
@@ -25,7 +27,12 @@ class FewShotConfig:
     class_rotations: bool = False  # add the 90/180/270-degree rotations of every training class as new classes
     image_size: int = 0  # image side (0 = the data set's default: omniglot 28, cifar 32, mini-imagenet 84)
     backbone: Literal["conv4", "resnet12"] = "conv4"  # backbone
-    learner: Literal["protonet", "r2d2", "svm", "maml", "fomaml", "metasgd", "anil"] = "protonet"  # svm: MetaOptNet
+    learner: LearnerName = "protonet"  # svm: MetaOptNet; pretrain: a classifier, then a head on frozen features
+    pretrain_epochs: int = 30  # pretrain: epochs over the training classes' images (crop + flip; lr steps in epochs)
+    batch_size: int = 64  # pretrain: images per optimiser step (split across torchrun processes)
+    val_every_epochs: int = 5  # pretrain: validate on val episodes every N epochs (0 = only after the last)
+    test_head: Literal["ncm", "logreg"] = "ncm"  # pretrain: head on L2-normalised frozen features (nearest mean; RFS)
+    sd: bool = False  # pretrain with SLA: also train a C_train-way head distilled from the aggregated teacher (SLA+SD)
     inner_lr: float = 0.4  # maml family: inner-loop learning rate (Omniglot 0.4, mini-ImageNet 0.01)
     inner_steps: int = 1  # maml family: inner-loop steps in meta-training
     test_inner_steps: int = 3  # maml family: inner-loop steps at validation and test

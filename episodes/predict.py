@@ -298,7 +298,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> FewShot
     run = Path(run_dir).expanduser()
     if not run.is_dir():
         raise DataError(f"run folder {str(run)!r} does not exist; pass the --out folder of a sla-fewshot run")
-    from .recipe import KIND, Recipe, make_task  # here, not at the top: `import episodes` stays light (no engine)
+    # here, not at the top: `import episodes` stays light (no engine)
+    from .recipe import KIND, Recipe, episodic, make_task
 
     record = runs.read_record(run, KIND, "episodes.load_run")
     recipe = Recipe.from_record(record)
@@ -322,7 +323,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> FewShot
     if not isinstance(state, dict) or not state:
         raise DataError(f"{weights} holds no 'model' state dict; it was not written by sla-fewshot")
     channels, size, _ = recipe.image_shape
-    task = make_task(cfg, recipe.transform, recipe.image_shape)
+    task = make_task(cfg, recipe.transform, recipe.image_shape, recipe.train_classes)
     try:
         task.load_state_dict(state)
     except RuntimeError as e:
@@ -331,7 +332,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> FewShot
             f"{weights} does not fit the task the run's {runs.RECORD_FILE} describes ({first}); the folder mixes "
             "files of different runs: use a run folder as sla-fewshot wrote it"
         ) from None
-    return FewShotPredictor(task, cfg, channels, size, recipe.stats, dev, weights)
+    return FewShotPredictor(episodic(task), cfg, channels, size, recipe.stats, dev, weights)
 
 
 # -- command line -----------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -56,6 +56,7 @@ from .datasets import (
 )
 from .evaluate import evaluate_episodes
 from .maml import ALGORITHMS, MAMLLearner
+from .pretrain import PretrainHead, PretrainTask
 from .protonet import ProtoNet
 from .r2d2 import R2D2
 from .reporting import GROUP_IGNORE, REPORT, data_identity
@@ -65,7 +66,8 @@ from .task import EpisodeTask
 
 __all__ = [
     "LEARNERS", "AUTO_TEST_EPISODES", "RESUME_FREE", "RETEST_FREE", "Recipe", "resolve", "load_splits_for",
-    "resolve_test_episodes", "check_config", "lr_at", "shapes_of", "make_task", "build_task", "make_loop",
+    "resolve_test_episodes", "check_config", "lr_at", "shapes_of", "make_task", "build_task", "episodic",
+    "make_loop", "make_episode_loop", "make_pretrain_loop", "PRETRAIN",
     "make_optimizer", "evaluate", "test_and_log", "best_checkpoint", "load_best",
 ]
 
@@ -83,13 +85,16 @@ LEARNERS: dict[str, Callable[[nn.Module, FewShotConfig, int], nn.Module]] = {
     "r2d2": lambda enc, cfg, m: R2D2(enc),
     "svm": lambda enc, cfg, m: MetaOptSVM(enc),
     **{name: functools.partial(_maml, algorithm=name) for name in ALGORITHMS},
+    "pretrain": lambda enc, cfg, m: PretrainHead(enc, cfg.test_head),
 }
+#: learners trained as a classifier over the training classes' images (not on episodes): :mod:`episodes.pretrain`
+PRETRAIN = frozenset({"pretrain"})
 
 #: What ``--test-episodes 0`` means per learner. The metric learners score an episode from features embedded once
 #: (episodes.evaluate), so 10,000 episodes cost little more than one pass over the test split and give the tight
 #: intervals recent papers report; the MAML family adapts (and runs the encoder) per episode: the classic 600.
 AUTO_TEST_EPISODES: dict[str, int] = {
-    "protonet": 10_000, "r2d2": 10_000, "svm": 10_000, **dict.fromkeys(ALGORITHMS, 600)
+    "protonet": 10_000, "r2d2": 10_000, "svm": 10_000, "pretrain": 10_000, **dict.fromkeys(ALGORITHMS, 600)
 }
 
 #: Config keys a resumed run may change besides the engine's bookkeeping (fewshot_sla.runs.FREE_RUN_KEYS): where the
@@ -121,6 +126,17 @@ def check_config(cfg: FewShotConfig, world_size: int = 1) -> None:
         )
     if cfg.meta_batch < 1 or cfg.train_episodes < 1:
         raise ValueError("--meta-batch and --train-episodes must be >= 1")
+    if cfg.learner in PRETRAIN:
+        if cfg.pretrain_epochs < 1 or cfg.batch_size < 2 or cfg.val_every_epochs < 0:
+            raise ValueError("--learner pretrain needs --pretrain-epochs >= 1, --batch-size >= 2 and "
+                             f"--val-every-epochs >= 0; got {cfg.pretrain_epochs}, {cfg.batch_size}, "
+                             f"{cfg.val_every_epochs}")
+        if cfg.batch_size % world_size or cfg.batch_size // world_size < 2:
+            raise ValueError(f"--batch-size {cfg.batch_size} is the global batch: it must split evenly into the "
+                             f"{world_size} processes, >= 2 images each")
+    if cfg.sd and (cfg.learner not in PRETRAIN or get_transform(cfg.transform).m == 1):
+        raise ValueError("--sd distils the aggregated SLA teacher of --learner pretrain: it needs --learner pretrain "
+                         "and a --transform other than none")
     if cfg.val_every < 0:
         raise ValueError(f"--val-every must be >= 1, or 0 to validate only after the last step; got {cfg.val_every}")
     resolve_test_episodes(cfg)  # --test-episodes >= 0
@@ -166,6 +182,11 @@ class Recipe:
     shapes: Mapping[str, tuple[int, int, int]]
     test_episodes: int
     class_words: Mapping[str, tuple[str, ...]] | None = None
+
+    @property
+    def train_classes(self) -> int:
+        """The classes training sees (``class_rotations``: four per recorded class)."""
+        return len(self.classes["train"]) * (4 if self.cfg.class_rotations else 1)
 
     @property
     def files_digest(self) -> str | None:
@@ -308,16 +329,31 @@ def episode_splits(recipe: Recipe, splits: Mapping[str, FewShotData]) -> dict[st
     return out
 
 
-def make_task(cfg: FewShotConfig, transform: Transform, image_shape: tuple[int, int, int]) -> EpisodeTask:
-    """The learner of ``cfg`` (:data:`LEARNERS`) on its backbone for images ``(C, H, W)``, inside the episodic task."""
+def make_task(
+    cfg: FewShotConfig, transform: Transform, image_shape: tuple[int, int, int], train_classes: int = 0
+) -> nn.Module:
+    """What the engine trains: the learner of ``cfg`` (:data:`LEARNERS`) on its backbone for images ``(C, H, W)``
+    inside the episodic task, or for ``pretrain`` a :class:`~episodes.pretrain.PretrainTask` over
+    ``train_classes`` classes (its :attr:`~episodes.pretrain.PretrainTask.episodes` is the episodic task)."""
     c, h, _ = image_shape
-    learner = LEARNERS[cfg.learner](make_backbone(cfg.backbone, c, h), cfg, transform.m)
+    encoder = make_backbone(cfg.backbone, c, h)
+    if cfg.learner in PRETRAIN:
+        if train_classes < 2:
+            raise ValueError(f"--learner pretrain needs the number of training classes (>= 2), got {train_classes}")
+        return PretrainTask(encoder, train_classes, transform, cfg.test_head, cfg.sd, cfg.ways, cfg.shots,
+                            cfg.queries, seed=cfg.seed)
+    learner = LEARNERS[cfg.learner](encoder, cfg, transform.m)
     return EpisodeTask(learner, transform, cfg.ways, cfg.shots, cfg.queries)
 
 
-def build_task(recipe: Recipe) -> EpisodeTask:
-    """The run's episodic task (:func:`make_task` of the recipe)."""
-    return make_task(recipe.cfg, recipe.transform, recipe.image_shape)
+def episodic(task: nn.Module) -> EpisodeTask:
+    """The episodic view of a run's task: the task itself, or a pre-training task's :attr:`episodes`."""
+    return task.episodes if isinstance(task, PretrainTask) else task  # type: ignore[return-value]
+
+
+def build_task(recipe: Recipe) -> nn.Module:
+    """The run's task (:func:`make_task` of the recipe)."""
+    return make_task(recipe.cfg, recipe.transform, recipe.image_shape, recipe.train_classes)
 
 
 @torch.no_grad()
@@ -333,7 +369,68 @@ def evaluate(
                              progress=progress)
 
 
-def make_loop(recipe: Recipe, ctx: eng.Context, train: FewShotData, val: FewShotData, task: EpisodeTask) -> eng.Loop:
+def make_loop(recipe: Recipe, ctx: eng.Context, train: FewShotData, val: FewShotData, task: nn.Module) -> eng.Loop:
+    """The loop of the run's regime: meta-training on episodes (:func:`make_episode_loop`) or pre-training on batches
+    of images (:func:`make_pretrain_loop`)."""
+    make = make_pretrain_loop if recipe.cfg.learner in PRETRAIN else make_episode_loop
+    return make(recipe, ctx, train, val, task)
+
+
+def _validate(recipe: Recipe, ctx: eng.Context, val: FewShotData, task: nn.Module) -> Callable[[nn.Module],
+                                                                                                dict[str, float]]:
+    cfg = recipe.cfg
+
+    def validate(t: nn.Module) -> dict[str, float]:
+        res = evaluate(episodic(task), val, recipe, "val", cfg.val_episodes, cfg.seed + 10_000, ctx.device)
+        return {"val/acc_agg": float(np.mean(res["acc_agg"])), "val/acc_single": float(np.mean(res["acc_single"]))}
+
+    return validate
+
+
+def make_pretrain_loop(
+    recipe: Recipe, ctx: eng.Context, train: FewShotData, val: FewShotData, task: nn.Module
+) -> eng.Loop:
+    """One unit = one epoch over the training images in batches of ``batch_size`` (the last, shorter batch dropped),
+    shuffled and cropped + flipped as pure functions of (seed, epoch); rank ``r`` of ``P`` takes ``[r::P]`` of each
+    global batch, so the steps and learning rates are those of one process."""
+    cfg = recipe.cfg
+    rank, world, bs, n = ctx.dist.rank, ctx.dist.world_size, cfg.batch_size, len(train)
+    steps = n // bs
+    if steps < 1:
+        raise ValueError(f"--batch-size {bs} is larger than the training split ({n} images); lower it")
+
+    def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(eng.stream_seed(cfg.seed, epoch,
+                                                                                         name="pretrain")))
+        gen = torch.Generator().manual_seed(eng.stream_seed(cfg.seed, epoch, name="pretrain-augment"))
+        for s in range(steps):
+            idx = perm[s * bs : (s + 1) * bs]
+            x = random_crop_flip(gather(train.images, idx), gen, cfg.augment_padding, cfg.augment_flip)
+            yield recipe.normalize(x[rank::world]), train.labels[idx][rank::world]
+
+    def stats(out: dict[str, Tensor], batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        return {"acc": (out["logits"].argmax(1) == batch[1]).float().mean()}
+
+    return eng.Loop(
+        units=cfg.pretrain_epochs,
+        batches=batches,
+        lr=lambda epoch: lr_at(cfg, epoch),
+        evaluate=_validate(recipe, ctx, val, task),
+        eval_every=cfg.val_every_epochs,
+        eval_final=True,
+        select="val/acc_agg",
+        stats=stats,
+        unit_name="epoch",
+        generators={"subset": cast(PretrainTask, task).classifier.generator},
+        checkpoint_every=1,
+        inner_progress=True,
+        batches_per_unit=steps,
+    )
+
+
+def make_episode_loop(
+    recipe: Recipe, ctx: eng.Context, train: FewShotData, val: FewShotData, task: nn.Module
+) -> eng.Loop:
     """One unit = one optimiser step over a meta-batch; this rank takes episodes ``rank, rank + P, ...`` of it."""
     cfg = recipe.cfg
     mb, rank, world = cfg.meta_batch, ctx.dist.rank, ctx.dist.world_size
@@ -348,16 +445,12 @@ def make_loop(recipe: Recipe, ctx: eng.Context, train: FewShotData, val: FewShot
                 x = random_crop_flip(x, gen, cfg.augment_padding, cfg.augment_flip)
             yield (recipe.normalize(x),)
 
-    def validate(t: nn.Module) -> dict[str, float]:
-        res = evaluate(task, val, recipe, "val", cfg.val_episodes, cfg.seed + 10_000, ctx.device)
-        return {"val/acc_agg": float(np.mean(res["acc_agg"])), "val/acc_single": float(np.mean(res["acc_single"]))}
-
     return eng.Loop(
         units=cfg.train_episodes,
         batches=batches,
         lr=lambda step: lr_at(cfg, step),
         accumulate=mb // world,
-        evaluate=validate,
+        evaluate=_validate(recipe, ctx, val, task),
         eval_every=cfg.val_every,
         eval_final=True,
         select="val/acc_agg",
@@ -377,11 +470,11 @@ def make_optimizer(recipe: Recipe, task: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(task.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def test_and_log(recipe: Recipe, task: EpisodeTask, test: FewShotData, ctx: eng.Context, logger: Any,
+def test_and_log(recipe: Recipe, task: nn.Module, test: FewShotData, ctx: eng.Context, logger: Any,
                  fit: eng.FitResult) -> dict[str, Any]:
     """Test the best checkpoint; metrics.json, test_episodes.csv and the W&B tables."""
     cfg, episodes = recipe.cfg, recipe.test_episodes
-    res = evaluate(task, test, recipe, "test", episodes, cfg.seed + 20_000, ctx.device, progress=True)
+    res = evaluate(episodic(task), test, recipe, "test", episodes, cfg.seed + 20_000, ctx.device, progress=True)
     si, si_ci = mean_ci95(res["acc_single"])
     ag, ag_ci = mean_ci95(res["acc_agg"])
     metrics = {  # the headline number: SLA+AG with SLA; for the baseline (M = 1) AG and SI are the same numbers
@@ -415,7 +508,7 @@ def best_checkpoint(out: Path) -> Path:
     return best_path
 
 
-def load_best(task: EpisodeTask, out: Path, device: torch.device) -> eng.FitResult:
+def load_best(task: nn.Module, out: Path, device: torch.device) -> eng.FitResult:
     """Load ``out/best.pt`` into ``task`` (weights only) for ``--test-only``; returns what :func:`test_and_log`
     records of the training: the best validation (from best.pt) and the history (from checkpoint.pt, if kept).
 
