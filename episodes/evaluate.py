@@ -183,6 +183,7 @@ def episode_logits(
     batch_size: int = 512,
     progress: bool = False,
     features: Tensor | None = None,
+    head_batch: int = 256,
 ) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
     """SLA+AG and SLA+SI query logits of each test episode, in order.
 
@@ -199,6 +200,8 @@ def episode_logits(
         progress: tqdm bars.
         features: :func:`embed_split` of this task (in eval mode) and ``data.images``, to reuse one embedding
             for several evaluations (episode shapes, seeds); implies the embed-once path. None: embedded here.
+        head_batch: episodes per call of a learner's ``head_from_features_batch`` where it has one (MetaOptNet-SVM:
+            the QPs of that many episodes solved together; each episode's logits are those of its own call).
 
     Yields:
         ``(e, aggregated (Q, N), single (Q, N), y (Q,))`` with ``Q = ways * queries``, ``N = ways``, on ``device``.
@@ -231,6 +234,18 @@ def episode_logits(
         n_support = ways * shots * m
         ways_joint = task.sla.ways_joint(ways)
         head = cast(FeatureHead, task.learner).head_from_features
+        batch_head = getattr(task.learner, "head_from_features_batch", None)
+        if batch_head is not None:  # e.g. MetaOptNet-SVM: many episodes' QPs solved together
+            bar = tqdm(total=episodes, desc="eval", disable=not progress, leave=False, mininterval=1)
+            for lo in range(0, episodes, head_batch):
+                ids = range(lo, min(episodes, lo + head_batch))
+                f = torch.stack([feats[sampler.episode(e).to(device)].reshape(-1, d) for e in ids])
+                zs = batch_head(f[:, :n_support], sy_joint, f[:, n_support:], ways=ways_joint)
+                for e, z in zip(ids, zs):
+                    yield e, task.sla.aggregate(z), task.sla.single(z), qy
+                bar.update(len(ids))
+            bar.close()
+            return
         for e in tqdm(range(episodes), desc="eval", disable=not progress, leave=False, mininterval=1):
             # (support then query) x M rows, row b*M + j = T_j of item b: what encoder(cat([sx_aug, qx_aug])) gives
             f = feats[sampler.episode(e).to(device)].reshape(-1, d)

@@ -33,6 +33,7 @@ from fewshot_sla import SLAClassifier, Transform, get_transform, runs
 from fewshot_sla import engine as eng
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import ConfigError, config_from_dict, to_dict
+from fewshot_sla.io import files_digest
 from fewshot_sla.io import normalize as _normalize
 from fewshot_sla.metrics import accuracy, balanced_accuracy, per_class_accuracy, shot_group_accuracy
 from fewshot_sla.nets import make_backbone
@@ -123,7 +124,7 @@ class Recipe:
 
     def identity(self) -> dict[str, Any]:
         """What defines the run's method and data (:func:`fewshot_sla.runs.identity`): never a path."""
-        files = self.files["train"] if self.files is not None else None
+        files = files_digest(f"{k}:{v}" for k, v in sorted(self.files.items())) if self.files is not None else None
         return runs.identity(to_dict(self.cfg), GROUP_IGNORE, data_identity(self.cfg.dataset, files))
 
     def record(self) -> dict[str, Any]:

@@ -30,8 +30,9 @@ GROUP_IGNORE: frozenset[str] = frozenset({"data_root", "download", "eval_every",
 IMAGE_FOLDERS: frozenset[str] = frozenset({"imagefolder"})
 
 #: Config keys added after runs were recorded, with the value that gives the behaviour of a run recorded without
-#: them (VS loss's adjustments, SAM off, the warm-up per epoch, CIFAR statistics, no SyncBN). ``scripts/upgrade_run_records.py`` fills them into an old run's identity so
-#: that an old and a new run of one method share a group. Add a field here when you add one to ``LTConfig``.
+#: them (VS loss's adjustments, SAM off, the warm-up per epoch, CIFAR statistics, no SyncBN).
+#: ``scripts/upgrade_run_records.py`` fills them into an old run's identity so that an old and a new run of one
+#: method share a group. Add a field here when you add one to ``LTConfig``.
 LEGACY_DEFAULTS: dict[str, Any] = {
     "vs_gamma": 0.2, "vs_tau": 1.2, "sam_rho": 0.0,
     "warmup": "epoch",  # before per-step warm-up: the lr was set once per epoch (a 1-epoch warm-up did nothing)

@@ -86,3 +86,76 @@ def test_svm_with_sla_and_errors():
         svm_head(torch.zeros(2, 3), torch.tensor([0, 1]), torch.zeros(1, 3), 2, c=0)
     with pytest.raises(ValueError, match=r"expected \(S, D\) support features"):
         svm_head(torch.zeros(2, 3), torch.tensor([0]), torch.zeros(1, 3), 2)
+
+
+# --- the structured, batched solver of evaluation ---------------------------------------------------------------
+
+
+def _qpth_alpha(fs, y, ways, c=0.1, ridge=1.0, iters=100):
+    from qpth.qp import QPFunction
+
+    s = len(y)
+    onehot = torch.nn.functional.one_hot(y, ways).double().reshape(1, -1)
+    p = torch.kron(fs @ fs.t(), torch.eye(ways, dtype=torch.float64)) + ridge * torch.eye(s * ways, dtype=torch.float64)
+    a = torch.kron(torch.eye(s, dtype=torch.float64), torch.ones(1, ways, dtype=torch.float64))
+    z = QPFunction(verbose=-1, maxIter=iters)(p[None], -onehot, torch.eye(s * ways, dtype=torch.float64)[None],
+                                              c * onehot, a[None], torch.zeros(1, s, dtype=torch.float64))
+    return z.reshape(s, ways)
+
+
+def test_batched_dual_agrees_with_qpth_and_an_independent_solver():
+    from episodes.svm import svm_dual_batched
+
+    g = torch.Generator().manual_seed(1)
+    fs = torch.randn(3, 6, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    alpha = svm_dual_batched(fs @ fs.transpose(1, 2), y, 3, c=0.1, ridge=1.0)
+    for e in range(3):
+        np.testing.assert_allclose(alpha[e].numpy(), _qpth_alpha(fs[e], y, 3).numpy(), atol=1e-8)
+        np.testing.assert_allclose(alpha[e].numpy(), _dual_by_scipy(fs[e].numpy(), y.numpy(), 3, 0.1, 1.0), atol=1e-5)
+    assert (alpha <= 0.1 * torch.eye(3, dtype=torch.float64)[y] + 1e-12).all()
+    assert alpha.sum(2).abs().max() < 1e-12
+
+
+def test_batched_logits_do_not_depend_on_the_other_episodes_of_the_batch():
+    from episodes.svm import svm_logits_batched
+
+    g = torch.Generator().manual_seed(2)
+    fs, fq = torch.randn(8, 20, 16, generator=g), torch.randn(8, 30, 16, generator=g)
+    y = torch.arange(20) // 4  # 5 ways, 4 shots
+    together = svm_logits_batched(fs, y, fq, 5)
+    alone = torch.cat([svm_logits_batched(fs[i : i + 1], y, fq[i : i + 1], 5) for i in range(8)])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-12)
+
+
+def test_evaluation_with_the_batched_solver_gives_qpths_accuracies():
+    """On fixed SLA episodes (M = 4: 20 joint classes, S = 20 support copies) the structured solver's logits agree
+    with qpth's (MetaOptNet's 15 iterations, as training and the earlier evaluation solve) to qpth's tolerance, and
+    every query's predicted class is the same."""
+    from episodes.data import FewShotData
+    from episodes.evaluate import evaluate_episodes
+    from episodes.task import EpisodeTask
+    from fewshot_sla.nets import Conv4
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (60, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(60) // 6
+    data = FewShotData(images, labels, [str(c) for c in range(10)])
+    task = EpisodeTask(MetaOptSVM(Conv4(1, 28)), "rotation", 5, 1, 2)
+
+    def norm(x):
+        return x.float() / 255
+
+    batched = evaluate_episodes(task, data, 5, 1, 2, 40, 3, "cpu", normalize=norm, strategy="embed_once")
+    per = evaluate_episodes(task, data, 5, 1, 2, 40, 3, "cpu", normalize=norm, strategy="per_episode")
+    assert batched["acc_agg"] == per["acc_agg"] and batched["acc_single"] == per["acc_single"]
+
+    learner = task.learner
+    sx = norm(images[:20])
+    sy = torch.arange(20) // 4
+    with torch.no_grad():
+        f = learner.encoder(torch.cat([sx, norm(images[20:50])]))
+        new = learner.head_from_features(f[:20], sy, f[20:], 5)
+        old = learner.scale * svm_head(f[:20], sy, f[20:], 5, learner.c, learner.ridge, learner.max_iter)
+    torch.testing.assert_close(new, old, rtol=1e-4, atol=1e-5)
+    assert torch.equal(new.argmax(1), old.argmax(1))

@@ -49,7 +49,7 @@ def _fake_run(folder: Path, root: Path, unit: int = 2, **kw) -> Path:
     cfg = tiny(root, folder, **kw)
     folder.mkdir(parents=True)
     recipe = build_recipe(cfg, class_names=list("abcd"), counts=[40, 20, 10, 7], stats=(CIFAR_MEAN, CIFAR_STD),
-                          image_size=32)
+                          image_size=32, files={"train": "f" * 16, "test": "e" * 16})
     torch.manual_seed(0)
     model = build_model(recipe)
     runs.write_record(folder, recipe.record())
