@@ -1,6 +1,7 @@
 """Few-shot backbones: re-exported from the one registry, :mod:`fewshot_sla.nets`.
 
-``BACKBONES`` here names the two few-shot backbones (``conv4``, ``resnet12``); every name of
+``BACKBONES`` here names the few-shot backbones (``conv4``, ``resnet12``, and ``torchvision:resnet18`` to start
+from a torchvision checkpoint with ``--init``); every name of
 :data:`fewshot_sla.nets.BACKBONES` works in :func:`make_backbone`.
 """
 
@@ -10,4 +11,4 @@ from fewshot_sla.nets import Conv4, ResNet12, make_backbone
 
 __all__ = ["Conv4", "ResNet12", "BACKBONES", "make_backbone"]
 
-BACKBONES = ("conv4", "resnet12")
+BACKBONES = ("conv4", "resnet12", "torchvision:resnet18")

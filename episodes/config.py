@@ -26,7 +26,8 @@ class FewShotConfig:
     channels: int = 0  # imagefolder: 1 (grey) or 3 (RGB); 0 = detected from the files
     class_rotations: bool = False  # add the 90/180/270-degree rotations of every training class as new classes
     image_size: int = 0  # image side (0 = the data set's default: omniglot 28, cifar 32, mini-imagenet 84)
-    backbone: Literal["conv4", "resnet12"] = "conv4"  # backbone
+    backbone: Literal["conv4", "resnet12", "torchvision:resnet18"] = "conv4"  # backbone
+    init: str = ""  # encoder weights to start from: a local state-dict file (e.g. torchvision's, with its backbone)
     learner: LearnerName = "protonet"  # svm: MetaOptNet; pretrain: a classifier, then a head on frozen features
     pretrain_epochs: int = 30  # pretrain: epochs over the training classes' images (crop + flip; lr steps in epochs)
     batch_size: int = 64  # pretrain: images per optimiser step (split across torchrun processes)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import config_from_dict, to_dict
 from fewshot_sla.io import files_digest
 from fewshot_sla.metrics import mean_ci95
+from fewshot_sla.nets import load_weights
 from fewshot_sla.transforms import Transform
 from fewshot_sla.utils import DataError
 
@@ -67,7 +69,7 @@ from .task import EpisodeTask
 __all__ = [
     "LEARNERS", "AUTO_TEST_EPISODES", "RESUME_FREE", "RETEST_FREE", "Recipe", "resolve", "load_splits_for",
     "resolve_test_episodes", "check_config", "lr_at", "shapes_of", "make_task", "build_task", "episodic",
-    "make_loop", "make_episode_loop", "make_pretrain_loop", "PRETRAIN",
+    "encoder_of", "initialize", "make_loop", "make_episode_loop", "make_pretrain_loop", "PRETRAIN",
     "make_optimizer", "evaluate", "test_and_log", "best_checkpoint", "load_best",
 ]
 
@@ -171,6 +173,7 @@ class Recipe:
         shapes: ``(ways, shots, queries)`` of each split's episodes.
         test_episodes: the number of test episodes.
         class_words: each split's human class names where the data set has them (Tiny ImageNet's words.txt).
+        init_sha1: the SHA-1 of the ``--init`` weights file (what defines the start, not its path), or None.
     """
 
     cfg: FewShotConfig
@@ -182,6 +185,7 @@ class Recipe:
     shapes: Mapping[str, tuple[int, int, int]]
     test_episodes: int
     class_words: Mapping[str, tuple[str, ...]] | None = None
+    init_sha1: str | None = None
 
     @property
     def train_classes(self) -> int:
@@ -198,7 +202,10 @@ class Recipe:
     def identity(self) -> dict[str, Any]:
         """What defines the method and its data (:func:`fewshot_sla.runs.identity`): the config without paths and
         bookkeeping, and the data set's identity (an image folder's file digest)."""
-        return runs.identity(to_dict(self.cfg), GROUP_IGNORE, data_identity(self.cfg.dataset, self.files_digest))
+        config = to_dict(self.cfg)
+        if self.init_sha1:  # the start is the file's content, not where it lies
+            config["init"] = f"sha1:{self.init_sha1}"
+        return runs.identity(config, GROUP_IGNORE, data_identity(self.cfg.dataset, self.files_digest))
 
     def to_json(self) -> dict[str, Any]:
         """The recipe part of the run record."""
@@ -214,6 +221,7 @@ class Recipe:
             "test_episodes": self.test_episodes,
             "class_rotations": self.cfg.class_rotations,
             "class_words": {s: list(v) for s, v in self.class_words.items()} if self.class_words else None,
+            "init_sha1": self.init_sha1,
         }
 
     def record(self) -> dict[str, Any]:
@@ -244,6 +252,7 @@ class Recipe:
             shapes=shapes_of(cfg),
             test_episodes=resolve_test_episodes(cfg),
             class_words={s: tuple(v) for s, v in rec["class_words"].items()} if rec.get("class_words") else None,
+            init_sha1=rec.get("init_sha1"),
         )
 
     def normalize(self, x: Tensor) -> Tensor:
@@ -315,7 +324,36 @@ def resolve(cfg: FewShotConfig, splits: Mapping[str, FewShotData]) -> Recipe:
         shapes=shapes_of(cfg),
         test_episodes=resolve_test_episodes(cfg),
         class_words={s: tuple(splits[s].class_words or ()) for s in SPLITS} if train.class_words else None,
+        init_sha1=_sha1(cfg.init) if cfg.init else None,
     )
+
+
+def _sha1(path: str) -> str:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"--init {path!r}: no such file; give a local state-dict file "
+                        "(torch.save(model.state_dict(), FILE))")
+    return hashlib.sha1(p.read_bytes()).hexdigest()
+
+
+def encoder_of(task: nn.Module) -> nn.Module:
+    """The encoder of a run's task (every learner has one; a pre-training task's is its classifier's backbone)."""
+    return cast(nn.Module, episodic(task).learner.encoder)
+
+
+def initialize(recipe: Recipe, task: nn.Module) -> dict[str, Any] | None:
+    """``--init``: the recorded weights file loaded into the task's encoder (a new run only), or None without one.
+
+    Raises:
+        DataError: the file changed since the recipe was resolved, or does not fit the encoder.
+    """
+    if not recipe.cfg.init:
+        return None
+    info = load_weights(encoder_of(task), recipe.cfg.init, what=f"{recipe.cfg.backbone} encoder")
+    if info["sha1"] != recipe.init_sha1:
+        raise DataError(f"--init {recipe.cfg.init} changed while the run started (its SHA-1 differs from the recorded "
+                        "one); start again")
+    return info
 
 
 def episode_splits(recipe: Recipe, splits: Mapping[str, FewShotData]) -> dict[str, FewShotData]:

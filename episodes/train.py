@@ -71,9 +71,15 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
         if not ctx.is_main:
             return {}
         return rc.test_and_log(recipe, task, splits["test"], ctx, logger, rc.load_best(task, ctx.out, ctx.device))
-    if ctx.is_main and record is None:
-        runs.write_record(ctx.out, recipe.record())
-        save_config(recipe.cfg, ctx.out / "config.yaml")
+    if record is None:  # a new run: its record first, then the start weights it names
+        if ctx.is_main:
+            runs.write_record(ctx.out, recipe.record())
+            save_config(recipe.cfg, ctx.out / "config.yaml")
+        init = rc.initialize(recipe, task)
+        if init and ctx.is_main:
+            print(f"--init: {init['loaded']} tensors from {init['file']}"
+                  + (f" ({len(init['ignored'])} not in the encoder ignored: {init['ignored'][:4]})"
+                     if init["ignored"] else ""), file=sys.stderr)
     loop = rc.make_loop(recipe, ctx, splits["train"], splits["val"], task)
     fit = eng.fit(task, rc.make_optimizer(recipe, task), loop, ctx, logger, to_dict(recipe.cfg))
     if not fit.finished or not ctx.is_main:

@@ -8,13 +8,15 @@ alike; the heads live in :mod:`fewshot_sla.model`. :func:`make_backbone` builds 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "MLP", "SmallCNN", "ResNetCIFAR", "resnet20", "resnet32", "resnet56", "Conv4", "ResNet12", "BACKBONES",
-    "make_backbone",
+    "make_backbone", "torchvision_resnet", "load_weights",
 ]
 
 
@@ -226,6 +228,80 @@ class ResNet12(nn.Module):
         return self.blocks(x).mean(dim=(2, 3))
 
 
+def torchvision_resnet(name: str, in_channels: int = 3) -> nn.Module:
+    """A torchvision ResNet (``resnet18``, ``resnet34``, ``resnet50``) as a backbone: its classifier ``fc`` replaced
+    by the identity, ``out_dim`` its width (512 or 2048). The parameter names are torchvision's, so a torchvision
+    state dict (e.g. ImageNet weights a user downloaded once) loads with :func:`load_weights` (``fc.*`` ignored).
+    Randomly initialised here: nothing is downloaded. ``in_channels`` other than 3 replaces ``conv1``."""
+    import torchvision
+
+    net = getattr(torchvision.models, name)(weights=None)
+    width = int(net.fc.in_features)
+    net.fc = nn.Identity()
+    if in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    net.out_dim = width
+    return net
+
+
+def load_weights(module: nn.Module, path: str | Path, what: str = "encoder") -> dict[str, Any]:
+    """Load a local state-dict file into ``module`` (``--init FILE``): every tensor ``module`` has must be in the
+    file with the same shape; keys the file has and the module lacks (a classifier's ``fc.*``, say) are ignored and
+    reported. Read with ``weights_only=True`` (a file cannot run code); a dict under ``"state_dict"`` or ``"model"``
+    and a common prefix (``module.``, ``encoder.``, ...) are accepted.
+
+    Returns:
+        ``{"file", "sha1", "loaded": n, "ignored": [keys]}``.
+
+    Raises:
+        DataError: no such file, not a state dict, or keys / shapes that do not fit (the message names them).
+    """
+    import hashlib
+
+    import torch
+
+    from .utils import DataError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"--init {str(p)!r}: no such file; give a local state-dict file "
+                        "(torch.save(model.state_dict(), FILE))")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DataError(f"--init {p}: not a weights-only torch file ({type(e).__name__}: {str(e)[:200]}); save the "
+                        "weights with torch.save(model.state_dict(), FILE)") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DataError(f"--init {p}: the file holds no state dict of tensors; save model.state_dict() into it")
+    own = module.state_dict()
+    prefix = _common_prefix(list(own), list(obj))
+    missing = [k for k in own if prefix + k not in obj]
+    wrong = [k for k in own if prefix + k in obj and tuple(obj[prefix + k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of the {what}'s {len(own)} tensors are not in it (e.g. {missing[:3]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} have another shape (e.g. {k}: {tuple(obj[prefix + k].shape)} in the file, "
+                         f"{tuple(own[k].shape)} here)")
+        raise DataError(f"--init {p} does not fit the {what}: {'; '.join(parts)}; give weights of the same "
+                        "architecture (--backbone) and input channels")
+    module.load_state_dict({k: obj[prefix + k] for k in own}, strict=True)
+    ignored = sorted(k for k in obj if not (k.startswith(prefix) and k[len(prefix):] in own))
+    return {"file": str(p), "sha1": hashlib.sha1(p.read_bytes()).hexdigest(), "loaded": len(own), "ignored": ignored}
+
+
+def _common_prefix(own: list[str], theirs: list[str]) -> str:
+    """The prefix ``P`` (possibly empty) with ``P + k`` in ``theirs`` for the most keys ``k`` of ``own``."""
+    have = set(theirs)
+    candidates = {""} | {t[: len(t) - len(k)] for k in own[:1] for t in theirs if t.endswith(k)}
+    return max(sorted(candidates), key=lambda pre: sum(pre + k in have for k in own))
+
+
 #: Backbone factories by name: ``BACKBONES[name](in_channels, image_size)``.
 BACKBONES: dict[str, Callable[[int, int], nn.Module]] = {
     "small_cnn": lambda c, s: SmallCNN(c),
@@ -234,6 +310,7 @@ BACKBONES: dict[str, Callable[[int, int], nn.Module]] = {
     "resnet56": lambda c, s: resnet56(c),
     "conv4": lambda c, s: Conv4(c, s),
     "resnet12": lambda c, s: ResNet12(c),
+    "torchvision:resnet18": lambda c, s: torchvision_resnet("resnet18", c),
 }
 
 
