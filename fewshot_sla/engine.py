@@ -30,17 +30,16 @@ import contextlib
 import csv
 import sys
 import warnings
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from . import checkpoint, distributed
+from .seeding import stream_seed
 from .utils import resolve_device, seed_everything
 
 __all__ = ["RunSpec", "Context", "Loop", "FitResult", "SupportsSetEpoch", "setup", "fit", "to_device", "stream_seed",
@@ -145,21 +144,6 @@ class FitResult:
     finished: bool
     history: list[dict[str, float]]
     best: dict[str, Any]
-
-
-def stream_seed(*key: int, name: str = "") -> int:
-    """A 63-bit seed for the random stream named by ``key``, e.g. ``(seed, epoch, rank)`` or ``(seed, episode)``.
-
-    Streams of different keys are independent (NumPy's ``SeedSequence`` hashes the whole key), unlike
-    ``seed + epoch``, where seed ``s + 1`` replays seed ``s`` shifted by one epoch. ``SeedSequence``
-    zero-pads its entropy, so ``(s, e)`` and ``(s, e, 0)`` are one stream: streams that share a key in one
-    run get distinct ``name`` s (the name's CRC-32 is hashed in as one more key word), e.g. long tail's
-    sampler permutation ``(seed, epoch, name="sampler")`` beside its augmentation ``(seed, epoch, rank)``.
-    """
-    if any(k < 0 for k in key):
-        raise ValueError(f"stream_seed: key parts must be >= 0, got {key}")
-    words = [*key, zlib.crc32(name.encode())] if name else list(key)
-    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 def sam_perturbation(grads: Sequence[Tensor], rho: float) -> list[Tensor]:
