@@ -141,6 +141,19 @@ def test_best_checkpoint_is_selected_and_loaded(tmp_path):
     assert [r["val/acc"] for r in res.history] == [0.2, 0.9, 0.5, 0.1]
 
 
+def test_evaluation_runs_in_eval_mode_and_restores_every_mode(tmp_path):
+    modes = []
+
+    def evaluate(task):
+        modes.append([m.training for m in task.modules()])
+        task.net[1].train()  # an evaluation that forgets to restore a mode changes nothing for training
+        return {"val/acc": 0.5}
+
+    task, _ = toy_run(tmp_path, units=2, evaluate=evaluate, select="val/acc")
+    assert modes and all(not any(m) for m in modes)
+    assert all(m.training for m in task.modules())
+
+
 def test_checkpoint_holds_only_tensors_and_containers(tmp_path):
     toy_run(tmp_path, stop_after=2)
     st = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # would raise on any pickled object
@@ -172,6 +185,45 @@ def test_stream_seeds_are_independent():
     assert engine.stream_seed(1, 2) == engine.stream_seed(1, 2)
     with pytest.raises(ValueError, match=">= 0"):
         engine.stream_seed(-1)
+
+
+class LrProbe(nn.Module):
+    """A linear MSE task that notes the optimizer's learning rate at each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = nn.Linear(3, 1)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.seen: list[float] = []
+
+    def forward(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        assert self.optimizer is not None
+        self.seen.append(self.optimizer.param_groups[0]["lr"])
+        return {"loss": nn.functional.mse_loss(self.f(x), y)}
+
+
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_step_lr_sets_each_batchs_rate_before_its_forward(tmp_path, per_batch):
+    x, y = torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), torch.randn(6, 1)
+    data = [(x[i : i + 2], y[i : i + 2]) for i in range(0, 6, 2)]
+    ctx = engine.setup(engine.RunSpec(str(tmp_path), seed=0, device="cpu", progress=False))
+    task = LrProbe()
+    ref = LrProbe()
+    ref.load_state_dict(task.state_dict())
+    task.optimizer = torch.optim.SGD(task.parameters(), lr=9.0)
+    step_lr = (lambda u, i: 0.01 * (10 * u + i + 1)) if per_batch else None
+    loop = engine.Loop(units=2, batches=lambda u: data, lr=lambda u: 0.5 + u, step_lr=step_lr, checkpoint_every=0)
+    res = engine.fit(task, task.optimizer, loop, ctx)
+    want = [0.01, 0.02, 0.03, 0.11, 0.12, 0.13] if per_batch else [0.5] * 3 + [1.5] * 3
+    assert task.seen == pytest.approx(want)
+    assert [r["lr"] for r in res.history] == [0.5, 1.5]  # the logged lr stays lr(unit)
+    ref.optimizer = torch.optim.SGD(ref.parameters(), lr=9.0)  # the same steps by hand
+    for lr, (bx, by) in zip(want, data + data):
+        ref.optimizer.param_groups[0]["lr"] = lr
+        ref.optimizer.zero_grad()
+        ref(bx, by)["loss"].backward()
+        ref.optimizer.step()
+    assert all(torch.equal(p, q) for p, q in zip(task.parameters(), ref.parameters()))
 
 
 def test_setup_seeds_initialisation(tmp_path):
@@ -227,3 +279,4 @@ def test_ddp_global_batch_equals_one_process(tmp_path):
     two = json.loads((tmp_path / "two" / "params.json").read_text())
     for a, b in zip(one, two):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-6)
+

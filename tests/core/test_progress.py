@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import io
+import sys
 
+import torch
+from torch import nn
+
+from fewshot_sla import engine
 from fewshot_sla.progress import LogBar, progress_bar
 
 
@@ -66,3 +71,30 @@ def test_tqdm_on_a_terminal_plain_lines_elsewhere():
     assert "\r" in tty.getvalue()  # a live bar redraws in place
     assert isinstance(progress_bar(range(3), file=io.StringIO()), LogBar)
     assert isinstance(progress_bar(range(3), file=tty, enabled=False), LogBar)  # disabled: silent, no tqdm
+
+
+class Linear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": nn.functional.cross_entropy(self.f(x), y)}
+
+
+def test_a_fit_logged_to_a_file_writes_a_few_plain_lines(tmp_path, monkeypatch):
+    """150 units of 4 batches each, with the outer and the inner bars on, stderr a file: no bar frames."""
+    log = tmp_path / "stderr.log"
+    x, y = torch.randn(16, 3, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 2
+    with open(log, "w") as f:
+        monkeypatch.setattr(sys, "stderr", f)
+        ctx = engine.setup(engine.RunSpec(str(tmp_path / "run"), device="cpu", progress=True))
+        task = Linear()
+        loop = engine.Loop(units=150, batches=lambda u: [(x[i : i + 4], y[i : i + 4]) for i in range(0, 16, 4)],
+                           lr=lambda u: 0.1, checkpoint_every=0, inner_progress=True, batches_per_unit=4)
+        engine.fit(task, torch.optim.SGD(task.parameters(), lr=0.1), loop, ctx)
+    text = log.read_text()
+    assert "\r" not in text and "\x1b" not in text
+    lines = text.splitlines()
+    assert 1 <= len(lines) <= 3, lines  # the closing line, and one per 30 s at most (this fit takes seconds)
+    assert lines[-1].startswith("train (epochs): 150/150 (100%) elapsed") and "loss=" in lines[-1]
