@@ -172,6 +172,7 @@ def make_loop(
         batches=batches,
         lr=lambda step: lr_at(cfg, step),
         accumulate=mb // world,
+        sequential_ranks=True,  # rank r runs episodes r, r + P, ... of the meta-batch: BN kept as one process's
         evaluate=validate,
         eval_every=cfg.val_every,
         eval_final=True,

@@ -15,6 +15,12 @@ owns the rest:
   (first-order) worst point within ``rho`` of the weights: two forward/backward passes over the same batch,
   same random draws;
 * evaluation every ``eval_every`` units and best-checkpoint selection (``OUT/best.pt``);
+* under DDP, BatchNorm running statistics of every rank's batches, not rank 0's alone: with
+  ``Loop.sequential_ranks`` (a meta-batch shared out between the ranks) the ranks' updates are replayed after
+  each step in one process's order, so W processes keep one process's statistics
+  (:class:`fewshot_sla.distributed.BatchNormReplay`); otherwise (a global batch split between the ranks) the
+  ranks' statistics are averaged before every evaluation, every checkpoint and the end of the run
+  (:func:`fewshot_sla.distributed.average_buffers`);
 * one atomic checkpoint (:mod:`fewshot_sla.checkpoint`) every ``checkpoint_every`` units, and
   ``--resume`` that continues *exactly*: a run stopped anywhere (``stop_after``) and resumed gives
   the metrics of an uninterrupted one, because batches are a pure function of (seed, unit, rank)
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import inspect
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -101,9 +108,15 @@ class Loop:
             every parameter group before each batch's forward, instead of ``lr`` (per-step warm-up); ``lr`` then
             only gives the logged ``lr`` of a unit.
         accumulate: batches per optimiser step (meta-batch); the loss is divided by it.
+        sequential_ranks: under DDP, the ranks' batches of an optimiser step are what one process runs one after
+            the other, rank ``r`` taking batches ``r, r + W, ...`` of the window (the episodic meta-batch): the
+            ranks' BatchNorm updates are then replayed in that order after each step
+            (:class:`fewshot_sla.distributed.BatchNormReplay`), so W processes keep one process's running
+            statistics. False (the default, a global batch split between the ranks): the ranks' statistics are
+            averaged before each evaluation and checkpoint.
         set_epoch: objects whose ``set_epoch(unit)`` is called at the start of each unit.
         evaluate: ``task -> {metric: float}``, run on rank 0 in eval mode (every submodule's mode restored
-            after).
+            after), under DDP after the BatchNorm statistics are averaged over the ranks.
         eval_every: evaluate after every N units (0 = never).
         eval_final: also evaluate after the last unit.
         select: metric of ``evaluate`` whose maximum picks ``OUT/best.pt``; the best weights are
@@ -146,6 +159,7 @@ class Loop:
     batches_per_unit: int | None = None
     sam_rho: float = 0.0
     step_lr: Callable[[int, int], float] | None = None
+    sequential_ranks: bool = False
 
 
 @dataclass
@@ -288,11 +302,16 @@ def _resume(task: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp
 
 
 def _training_model(task: nn.Module, ctx: Context) -> nn.Module:
-    """``task`` as the training forward runs it: under DDP, compiled on request."""
+    """``task`` as the training forward runs it: under DDP (no buffer broadcast, which would overwrite every rank's
+    BatchNorm statistics with rank 0's: they are combined by the replay or the average), compiled on request."""
     model: nn.Module = task
     if ctx.dist.world_size > 1:
         ids = [ctx.device] if ctx.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(task, device_ids=ids)
+        ddp = nn.parallel.DistributedDataParallel
+        no_broadcast: dict[str, Any] = (  # broadcast_buffers is the older name (torch < 2.13)
+            {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+            else {"broadcast_buffers": False})
+        model = ddp(task, device_ids=ids, **no_broadcast)
     if ctx.spec.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     return model
@@ -312,12 +331,14 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 class _Stepper:
     """What one batch does to the weights: forward/backward (bf16 autocast; DDP synchronises the last batch of an
-    accumulation window only), then at the window's end SAM's second pass and the optimiser step."""
+    accumulation window only), then at the window's end SAM's second pass and the optimiser step (and, with
+    ``Loop.sequential_ranks`` under DDP, the replay of the ranks' BatchNorm updates)."""
 
     def __init__(self, task: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, loop: Loop, ctx: Context, amp: bool) -> None:
         self.task, self.model, self.optimizer, self.scaler = task, model, optimizer, scaler
         self.loop, self.amp, self.device, self.ddp = loop, amp, ctx.device, ctx.dist.world_size > 1
+        self.replay = distributed.BatchNormReplay(task, loop.accumulate) if self.ddp and loop.sequential_ranks else None
 
     def forward_backward(self, batch: tuple[Any, ...]) -> dict[str, Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -331,19 +352,30 @@ class _Stepper:
         closes_window = (micro + 1) % loop.accumulate == 0
         rng_first = sam.first_pass_rng(loop.generators) if loop.sam_rho > 0 else {}
         no_sync = self.ddp and not closes_window
+        if self.replay is not None:
+            self.replay.before_batch()
         with self.model.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
             res = self.forward_backward(batch)
         if closes_window and loop.sam_rho > 0:
             sam.second_pass(self.task, loop.sam_rho, lambda: self.forward_backward(batch), rng_first, loop.generators)
+        if self.replay is not None:
+            self.replay.after_batch()
         if closes_window:
             self.step()
             self.optimizer.zero_grad(set_to_none=True)
         return res
 
+    @property
+    def replayed(self) -> list[nn.Module]:
+        """The BatchNorm layers whose statistics the replay keeps equal on every rank."""
+        return self.replay.modules if self.replay is not None else []
+
     def step(self) -> None:
-        """The optimiser step that closes a window."""
+        """The optimiser step that closes a window (the replayed BatchNorm statistics with it)."""
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.replay is not None:
+            self.replay.end_window()
 
 
 def _start_unit(u: int, task: nn.Module, optimizer: torch.optim.Optimizer, loop: Loop) -> float:
@@ -388,7 +420,7 @@ def _unit_metrics(sums: dict[str, Tensor], n: int) -> dict[str, float]:
     if not keys:
         return {}
     vec = torch.stack([sums[k].double().cpu() for k in keys] + [torch.tensor(float(n), dtype=torch.float64)])
-    distributed.all_reduce_sum(vec)
+    distributed.all_reduce_sum(vec)  # on the backend's device (NCCL reduces CUDA tensors only) and back
     return {f"train/{k}": (vec[i] / max(vec[-1].item(), 1.0)).item() for i, k in enumerate(keys)}
 
 
@@ -493,6 +525,8 @@ def fit(
             row = _train_row(done, lr, loop, state)
             evaluating = _evaluation_due(done, loop)
             saving = bool(loop.checkpoint_every) and (done % loop.checkpoint_every == 0 or last)
+            if ctx.dist.world_size > 1 and (evaluating or saving or last):
+                distributed.average_buffers(task, skip=stepper.replayed)  # every rank's BN statistics, on all ranks
             if evaluating and main:
                 row = _evaluate(task, loop, done, lr, row, state, best_path)
             if row:
