@@ -13,7 +13,7 @@ demo: $(STAMP)
 	$(PY) -m episodes.demo
 
 test: $(STAMP)
-	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"

@@ -39,6 +39,7 @@ from fewshot_sla.config import config_from_dict, to_dict
 from fewshot_sla.io import files_digest
 from fewshot_sla.metrics import mean_ci95
 from fewshot_sla.nets import load_weights
+from fewshot_sla.seeding import stream_seed
 from fewshot_sla.transforms import Transform
 from fewshot_sla.utils import DataError
 
@@ -438,9 +439,9 @@ def make_pretrain_loop(
         raise ValueError(f"--batch-size {bs} is larger than the training split ({n} images); lower it")
 
     def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(eng.stream_seed(cfg.seed, epoch,
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(cfg.seed, epoch,
                                                                                          name="pretrain")))
-        gen = torch.Generator().manual_seed(eng.stream_seed(cfg.seed, epoch, name="pretrain-augment"))
+        gen = torch.Generator().manual_seed(stream_seed(cfg.seed, epoch, name="pretrain-augment"))
         for s in range(steps):
             idx = perm[s * bs : (s + 1) * bs]
             x = random_crop_flip(gather(train.images, idx), gen, cfg.augment_padding, cfg.augment_flip)
@@ -479,7 +480,7 @@ def make_episode_loop(
             e = step * mb + i
             x = gather(train.images, sampler.episode(e))
             if cfg.augment:  # on the raw episode, before SLA's transforms; a pure function of (seed, episode)
-                gen = torch.Generator().manual_seed(eng.stream_seed(cfg.seed, e))
+                gen = torch.Generator().manual_seed(stream_seed(cfg.seed, e))
                 x = random_crop_flip(x, gen, cfg.augment_padding, cfg.augment_flip)
             yield (recipe.normalize(x),)
 
@@ -497,6 +498,7 @@ def make_episode_loop(
         unit_name="step",
         batch_log="train_episodes.csv",
         checkpoint_every=cfg.checkpoint_every,
+        sequential_ranks=True,  # BatchNorm statistics as one process would update them, episode after episode
     )
 
 

@@ -6,7 +6,7 @@ Layout used throughout: ``x_aug[b*M + j] = T_j(x[b])``; joint label ``y*M + j``;
 ``import fewshot_sla`` imports neither wandb nor learn2learn.
 """
 
-from .model import PREDICT_MODES, DataAugmentation, MultiTask, SLAClassifier, eval_mode
+from .model import PREDICT_MODES, DataAugmentation, MultiTask, SLAClassifier
 from .sla import (
     aggregate_logits,
     check_labels,
@@ -19,6 +19,7 @@ from .sla import (
     sla_loss,
 )
 from .transforms import TRANSFORMS, ColorPermutation, Identity, Product, Rotation, Transform, get_transform
+from .utils import eval_mode
 
 __version__ = "0.1.0"
 

@@ -8,17 +8,26 @@ owns the rest:
 
 * seeding, threads, device, ``torch.distributed`` under ``torchrun`` (gloo on CPU, NCCL on GPU; one
   process runs without it), bf16 autocast and channels_last on request (:func:`setup`);
-* the learning rate as a pure function of the unit, schedules with ``set_epoch`` (samplers, DRW
-  losses), gradient accumulation (``accumulate`` batches per optimiser step, DDP-synchronised once);
-* optionally SAM (``sam_rho > 0``): each optimiser step takes the gradient at the (first-order) worst
-  point within ``rho`` of the weights: two forward/backward passes over the same batch, same random draws;
+* the learning rate as a pure function of the unit (or of the unit and the batch, :attr:`Loop.step_lr`),
+  schedules with ``set_epoch`` (samplers, DRW losses), gradient accumulation (``accumulate`` batches per
+  optimiser step, DDP-synchronised once);
+* optionally SAM (``sam_rho > 0``, :mod:`fewshot_sla.sam`): each optimiser step takes the gradient at the
+  (first-order) worst point within ``rho`` of the weights: two forward/backward passes over the same batch,
+  same random draws;
 * evaluation every ``eval_every`` units and best-checkpoint selection (``OUT/best.pt``);
+* under DDP, BatchNorm running statistics of every rank's batches, not rank 0's alone: with
+  ``Loop.sequential_ranks`` (a meta-batch shared out between the ranks) the ranks' updates are replayed after
+  each step in one process's order, so W processes keep one process's statistics
+  (:class:`fewshot_sla.distributed.BatchNormReplay`); otherwise (a global batch split between the ranks) the
+  ranks' statistics are averaged before every evaluation, every checkpoint and the end of the run
+  (:func:`fewshot_sla.distributed.average_buffers`);
 * one atomic checkpoint (:mod:`fewshot_sla.checkpoint`) every ``checkpoint_every`` units, and
   ``--resume`` that continues *exactly*: a run stopped anywhere (``stop_after``) and resumed gives
   the metrics of an uninterrupted one, because batches are a pure function of (seed, unit, rank)
   and every generator's state is in the checkpoint;
 * logging through :class:`fewshot_sla.tracking.RunLogger` (one row per ``log_every`` units) and,
-  optionally, one row per batch to ``OUT/<batch_log>`` as it is produced.
+  optionally, one row per batch to ``OUT/<batch_log>`` as it is produced; progress bars from
+  :mod:`fewshot_sla.progress` (plain lines at a bounded rate when stderr is not a terminal).
 
 The engine reads only ``out["loss"]`` for training; a recipe's ``stats(out, batch)`` may turn other
 entries into per-unit training metrics (``train/acc``).
@@ -28,20 +37,22 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import inspect
 import sys
 import warnings
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import checkpoint, distributed
-from .utils import resolve_device, seed_everything
+from . import checkpoint, distributed, sam
+from .progress import progress_bar
+from .sam import sam_perturbation
+from .seeding import stream_seed
+from .utils import eval_mode, resolve_device, seed_everything
 
 __all__ = ["RunSpec", "Context", "Loop", "FitResult", "SupportsSetEpoch", "setup", "fit", "to_device", "stream_seed",
            "sam_perturbation"]
@@ -97,8 +108,15 @@ class Loop:
             every parameter group before each batch's forward, instead of ``lr`` (per-step warm-up); ``lr`` then
             only gives the logged ``lr`` of a unit.
         accumulate: batches per optimiser step (meta-batch); the loss is divided by it.
+        sequential_ranks: under DDP, the ranks' batches of an optimiser step are what one process runs one after
+            the other, rank ``r`` taking batches ``r, r + W, ...`` of the window (the episodic meta-batch): the
+            ranks' BatchNorm updates are then replayed in that order after each step
+            (:class:`fewshot_sla.distributed.BatchNormReplay`), so W processes keep one process's running
+            statistics. False (the default, a global batch split between the ranks): the ranks' statistics are
+            averaged before each evaluation and checkpoint.
         set_epoch: objects whose ``set_epoch(unit)`` is called at the start of each unit.
-        evaluate: ``task -> {metric: float}``, run on rank 0 in eval mode.
+        evaluate: ``task -> {metric: float}``, run on rank 0 in eval mode (every submodule's mode restored
+            after), under DDP after the BatchNorm statistics are averaged over the ranks.
         eval_every: evaluate after every N units (0 = never).
         eval_final: also evaluate after the last unit.
         select: metric of ``evaluate`` whose maximum picks ``OUT/best.pt``; the best weights are
@@ -113,10 +131,10 @@ class Loop:
             0 = never.
         inner_progress: a progress bar over the batches of each unit (long epochs).
         batches_per_unit: the number of batches of a unit, for that bar's total (optional).
-        sam_rho: SAM's neighbourhood radius (Foret et al., ICLR 2021); 0 = off, 0.05 the usual value.
-            Each optimiser step then runs the batch twice: the first pass gives the gradient ``g``
-            (and the logged stats, and the only update of BatchNorm's running statistics), the
-            second runs at ``w + rho * g / ||g||`` with the first pass's random draws (torch's global
+        sam_rho: SAM's neighbourhood radius (Foret et al., ICLR 2021; :mod:`fewshot_sla.sam`); 0 = off,
+            0.05 the usual value. Each optimiser step then runs the batch twice: the first pass gives the
+            gradient ``g`` (and the logged stats, and the only update of BatchNorm's running statistics),
+            the second runs at ``w + rho * g / ||g||`` with the first pass's random draws (torch's global
             RNGs and ``generators``), and the optimizer steps from ``w`` with the second gradient.
             About 2x the step time; needs ``accumulate == 1``.
     """
@@ -141,6 +159,7 @@ class Loop:
     batches_per_unit: int | None = None
     sam_rho: float = 0.0
     step_lr: Callable[[int, int], float] | None = None
+    sequential_ranks: bool = False
 
 
 @dataclass
@@ -149,36 +168,6 @@ class FitResult:
     finished: bool
     history: list[dict[str, float]]
     best: dict[str, Any]
-
-
-def stream_seed(*key: int, name: str = "") -> int:
-    """A 63-bit seed for the random stream named by ``key``, e.g. ``(seed, epoch, rank)`` or ``(seed, episode)``.
-
-    Streams of different keys are independent (NumPy's ``SeedSequence`` hashes the whole key), unlike
-    ``seed + epoch``, where seed ``s + 1`` replays seed ``s`` shifted by one epoch. ``SeedSequence``
-    zero-pads its entropy, so ``(s, e)`` and ``(s, e, 0)`` are one stream: streams that share a key in one
-    run get distinct ``name`` s (the name's CRC-32 is hashed in as one more key word), e.g. long tail's
-    sampler permutation ``(seed, epoch, name="sampler")`` beside its augmentation ``(seed, epoch, rank)``.
-    """
-    if any(k < 0 for k in key):
-        raise ValueError(f"stream_seed: key parts must be >= 0, got {key}")
-    words = [*key, zlib.crc32(name.encode())] if name else list(key)
-    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def sam_perturbation(grads: Sequence[Tensor], rho: float) -> list[Tensor]:
-    """SAM's ascent step ``e = rho * g / (||g||_2 + 1e-12)`` (Foret et al., ICLR 2021, eq. 2).
-
-    Args:
-        grads: the gradients of the parameters that have one; their norm is taken as one vector.
-        rho: the neighbourhood radius.
-
-    Returns:
-        ``e`` per gradient, same shapes and dtypes: ``||e||_2 = rho`` (for a nonzero ``g``).
-    """
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]))
-    scale = rho / (norm + 1e-12)
-    return [g * scale.to(g.dtype) for g in grads]
 
 
 EMULATED_BF16 = ("--amp on a CPU without native bf16 (AVX512-BF16/AMX): bf16 is emulated there and many times "
@@ -259,14 +248,237 @@ class _BatchLog:
             self._f = None
 
 
+@dataclass
+class _State:
+    """Where a run is: what a checkpoint holds besides the state dicts and the RNG states."""
+
+    unit: int = 0  # units done
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    pending: dict[str, Any] = field(default_factory=lambda: {"sums": {}, "n": 0})  # train stats since the last row
+
+
+def _check_loop(loop: Loop) -> None:
+    if loop.units < 1 or loop.accumulate < 1 or loop.log_every < 1:
+        raise ValueError(f"Loop needs units, accumulate and log_every >= 1, got {loop.units}, {loop.accumulate} "
+                         f"and {loop.log_every}")
+    sam.check_sam(loop.sam_rho, loop.accumulate)
+
+
+def _prepare(task: nn.Module, ctx: Context) -> bool:
+    """Move ``task`` to the device and memory format; returns whether bf16 autocast is on (warns if emulated)."""
+    task.to(ctx.device)
+    task.to(memory_format=torch.channels_last if ctx.spec.channels_last else torch.contiguous_format)
+    amp = ctx.spec.amp and ctx.device.type in ("cuda", "cpu")
+    if amp and ctx.device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(EMULATED_BF16, stacklevel=3)
+    return amp
+
+
+def _resume(task: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loop: Loop,
+            ctx: Context) -> _State:
+    """The state of ``OUT/checkpoint.pt`` loaded into the task, optimizer, scaler and generators (``--resume``),
+    or a fresh one."""
+    path = ctx.out / "checkpoint.pt"
+    fresh = _State(best={"metric": loop.select, "value": None, "unit": None})
+    if not ctx.spec.resume:
+        return fresh
+    if not path.is_file():
+        if ctx.is_main:
+            print(f"--resume: no checkpoint at {path}; starting from scratch", file=sys.stderr)
+        return fresh
+    st = checkpoint.load(path, ctx.device)
+    if st.get("format") != checkpoint.FORMAT:
+        raise ValueError(
+            f"{path} is not a checkpoint of this version (format {st.get('format')!r}, expected "
+            f"{checkpoint.FORMAT}); start a new run in another folder"
+        )
+    task.load_state_dict(st["model"])
+    optimizer.load_state_dict(st["optimizer"])
+    scaler.load_state_dict(st["scaler"])
+    checkpoint.set_rng_state(st["rng"], loop.generators)
+    pending = {"sums": {k: v.to(ctx.device) for k, v in st["pending"]["sums"].items()}, "n": st["pending"]["n"]}
+    return _State(int(st["unit"]), list(st["history"]), dict(st["best"]), pending)
+
+
+def _training_model(task: nn.Module, ctx: Context) -> nn.Module:
+    """``task`` as the training forward runs it: under DDP (no buffer broadcast, which would overwrite every rank's
+    BatchNorm statistics with rank 0's: they are combined by the replay or the average), compiled on request."""
+    model: nn.Module = task
+    if ctx.dist.world_size > 1:
+        ids = [ctx.device] if ctx.device.type == "cuda" else None
+        ddp = nn.parallel.DistributedDataParallel
+        no_broadcast: dict[str, Any] = (  # broadcast_buffers is the older name (torch < 2.13)
+            {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+            else {"broadcast_buffers": False})
+        model = ddp(task, device_ids=ids, **no_broadcast)
+    if ctx.spec.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    return model
+
+
+def _batch_log(loop: Loop, ctx: Context, start: int) -> _BatchLog:
+    name = loop.batch_log
+    if name and ctx.dist.world_size > 1:
+        name = f"{Path(name).stem}.rank{ctx.dist.rank}{Path(name).suffix}"
+    return _BatchLog(ctx.out / name if name else None, loop.unit_name, start)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+
+
+class _Stepper:
+    """What one batch does to the weights: forward/backward (bf16 autocast; DDP synchronises the last batch of an
+    accumulation window only), then at the window's end SAM's second pass and the optimiser step (and, with
+    ``Loop.sequential_ranks`` under DDP, the replay of the ranks' BatchNorm updates)."""
+
+    def __init__(self, task: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, loop: Loop, ctx: Context, amp: bool) -> None:
+        self.task, self.model, self.optimizer, self.scaler = task, model, optimizer, scaler
+        self.loop, self.amp, self.device, self.ddp = loop, amp, ctx.device, ctx.dist.world_size > 1
+        self.replay = distributed.BatchNormReplay(task, loop.accumulate) if self.ddp and loop.sequential_ranks else None
+
+    def forward_backward(self, batch: tuple[Any, ...]) -> dict[str, Tensor]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            res = self.model(*batch)
+        self.scaler.scale(res["loss"] / self.loop.accumulate).backward()
+        return res
+
+    def batch(self, batch: tuple[Any, ...], micro: int) -> dict[str, Tensor]:
+        """Train on the ``micro``-th batch (0-based) of the unit; returns the (first) forward's outputs."""
+        loop = self.loop
+        closes_window = (micro + 1) % loop.accumulate == 0
+        rng_first = sam.first_pass_rng(loop.generators) if loop.sam_rho > 0 else {}
+        no_sync = self.ddp and not closes_window
+        if self.replay is not None:
+            self.replay.before_batch()
+        with self.model.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
+            res = self.forward_backward(batch)
+        if closes_window and loop.sam_rho > 0:
+            sam.second_pass(self.task, loop.sam_rho, lambda: self.forward_backward(batch), rng_first, loop.generators)
+        if self.replay is not None:
+            self.replay.after_batch()
+        if closes_window:
+            self.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return res
+
+    @property
+    def replayed(self) -> list[nn.Module]:
+        """The BatchNorm layers whose statistics the replay keeps equal on every rank."""
+        return self.replay.modules if self.replay is not None else []
+
+    def step(self) -> None:
+        """The optimiser step that closes a window (the replayed BatchNorm statistics with it)."""
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.replay is not None:
+            self.replay.end_window()
+
+
+def _start_unit(u: int, task: nn.Module, optimizer: torch.optim.Optimizer, loop: Loop) -> float:
+    """The learning rate and the schedules of unit ``u``, the task in training mode; returns the unit's lr."""
+    lr = float(loop.lr(u))
+    _set_lr(optimizer, lr)
+    for s in loop.set_epoch:
+        s.set_epoch(u)
+    task.train()
+    optimizer.zero_grad(set_to_none=True)
+    return lr
+
+
+def _train_unit(u: int, stepper: _Stepper, loop: Loop, ctx: Context, state: _State, blog: _BatchLog) -> None:
+    """Every batch of unit ``u``: train, add its stats to ``state.pending``, log its row."""
+    batches = loop.batches(u)
+    if loop.inner_progress and ctx.is_main and ctx.spec.progress:
+        batches = progress_bar(batches, desc=f"{loop.unit_name} {u + 1}", total=loop.batches_per_unit, leave=False,
+                               mininterval=1)
+    micro = 0
+    for i, batch in enumerate(batches):
+        if loop.step_lr is not None:
+            _set_lr(stepper.optimizer, float(loop.step_lr(u, i)))
+        batch = to_device(batch, ctx.device, ctx.spec.channels_last)
+        res = stepper.batch(batch, micro)
+        micro += 1
+        vals = {"loss": res["loss"].detach().float()}
+        if loop.stats is not None:
+            vals.update({k: v.detach().float() for k, v in loop.stats(res, batch).items()})
+        for k, v in vals.items():
+            state.pending["sums"][k] = state.pending["sums"].get(k, 0.0) + v
+        state.pending["n"] += 1
+        if blog.path is not None:
+            blog.write(u + 1, i, {k: float(v) for k, v in vals.items()})
+    if micro % loop.accumulate:  # a last, shorter accumulation window
+        stepper.step()
+
+
 def _unit_metrics(sums: dict[str, Tensor], n: int) -> dict[str, float]:
     """Per-unit means of the summed training stats, averaged over ranks."""
     keys = sorted(sums)
     if not keys:
         return {}
     vec = torch.stack([sums[k].double().cpu() for k in keys] + [torch.tensor(float(n), dtype=torch.float64)])
-    distributed.all_reduce_sum(vec)
+    distributed.all_reduce_sum(vec)  # on the backend's device (NCCL reduces CUDA tensors only) and back
     return {f"train/{k}": (vec[i] / max(vec[-1].item(), 1.0)).item() for i, k in enumerate(keys)}
+
+
+def _train_row(done: int, lr: float, loop: Loop, state: _State) -> dict[str, float]:
+    """The history row of the training metrics when ``done`` closes a logging window (``{}`` otherwise)."""
+    if done % loop.log_every and done != loop.units:
+        return {}
+    row = {loop.unit_name: done, "lr": lr, **_unit_metrics(state.pending["sums"], state.pending["n"])}
+    state.pending = {"sums": {}, "n": 0}
+    return row
+
+
+def _evaluation_due(done: int, loop: Loop) -> bool:
+    return loop.evaluate is not None and bool(
+        (loop.eval_every and done % loop.eval_every == 0) or (loop.eval_final and done == loop.units)
+    )
+
+
+def _evaluate(task: nn.Module, loop: Loop, done: int, lr: float, row: dict[str, float], state: _State,
+              best_path: Path) -> dict[str, float]:
+    """Evaluate in eval mode, keep ``best.pt`` when the selected metric improves; returns the row with the scores."""
+    assert loop.evaluate is not None
+    with eval_mode(task):
+        scores = loop.evaluate(task)
+    row = {loop.unit_name: done, "lr": lr, **row, **scores}
+    score = scores.get(loop.select) if loop.select else None
+    if score is not None and (state.best["value"] is None or score > state.best["value"]):
+        state.best = {"metric": loop.select, "value": float(score), "unit": done}
+        checkpoint.save(best_path, {"model": task.state_dict(), "unit": done, "best": state.best})
+    return row
+
+
+def _log_row(row: dict[str, float], u: int, loop: Loop, state: _State, logger: Any, bar: Any) -> None:
+    if loop.extra is not None:
+        row.update(loop.extra(u))
+    state.history.append(row)
+    if logger is not None:
+        logger.log(row, step=state.unit)
+    if "train/loss" in row:
+        bar.set_postfix(loss=f"{row['train/loss']:.3f}", refresh=False)
+
+
+def _save_checkpoint(path: Path, task: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                     loop: Loop, state: _State, config: dict[str, Any] | None) -> None:
+    checkpoint.save(
+        path,
+        {
+            "model": task.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "unit": state.unit,
+            "best": state.best,
+            "pending": state.pending,
+            "rng": checkpoint.rng_state(loop.generators),
+            "history": state.history,
+            "config": config or {},
+        },
+    )
 
 
 def fit(
@@ -290,197 +502,43 @@ def fit(
     Returns:
         :class:`FitResult`; with ``loop.select`` and a finished run, the task holds the best weights.
     """
-    from tqdm import tqdm
-
-    if loop.units < 1 or loop.accumulate < 1 or loop.log_every < 1:
-        raise ValueError(f"Loop needs units, accumulate and log_every >= 1, got {loop.units}, {loop.accumulate} "
-                         f"and {loop.log_every}")
-    if loop.sam_rho < 0:
-        raise ValueError(f"Loop.sam_rho is SAM's radius and must be >= 0 (0 = off), got {loop.sam_rho}")
-    sam = loop.sam_rho > 0
-    if sam and loop.accumulate > 1:
-        raise ValueError(f"SAM (sam_rho={loop.sam_rho}) perturbs with the gradient of a whole optimiser step and "
-                         f"does not support gradient accumulation (accumulate={loop.accumulate}): use accumulate=1 "
-                         "(a larger batch per step instead) or sam_rho=0")
-    spec, device, main = ctx.spec, ctx.device, ctx.is_main
-    out = ctx.out
-    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
-    fmt = torch.channels_last if spec.channels_last else torch.contiguous_format
-    task.to(device)
-    task.to(memory_format=fmt)
-    amp = spec.amp and device.type in ("cuda", "cpu")
-    if amp and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn(EMULATED_BF16, stacklevel=2)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling; kept in the format
-    start, history = 0, []
-    best: dict[str, Any] = {"metric": loop.select, "value": None, "unit": None}
-    pending: dict[str, Any] = {"sums": {}, "n": 0}
-    if spec.resume and ckpt_path.is_file():
-        st = checkpoint.load(ckpt_path, device)
-        if st.get("format") != checkpoint.FORMAT:
-            raise ValueError(
-                f"{ckpt_path} is not a checkpoint of this version (format {st.get('format')!r}, expected "
-                f"{checkpoint.FORMAT}); start a new run in another folder"
-            )
-        task.load_state_dict(st["model"])
-        optimizer.load_state_dict(st["optimizer"])
-        scaler.load_state_dict(st["scaler"])
-        start, history, best = int(st["unit"]), list(st["history"]), dict(st["best"])
-        pending = {"sums": {k: v.to(device) for k, v in st["pending"]["sums"].items()}, "n": st["pending"]["n"]}
-        checkpoint.set_rng_state(st["rng"], loop.generators)
-    elif spec.resume and main:
-        print(f"--resume: no checkpoint at {ckpt_path}; starting from scratch", file=sys.stderr)
+    _check_loop(loop)
+    spec, main, best_path = ctx.spec, ctx.is_main, ctx.out / "best.pt"
+    amp = _prepare(task, ctx)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=False)  # bf16 needs no loss scaling; kept in the format
+    state = _resume(task, optimizer, scaler, loop, ctx)
     if logger is not None and hasattr(logger, "truncate_history"):
-        logger.truncate_history(start)  # rows past the checkpoint are logged again below
-    train_model: nn.Module = task
-    if ctx.dist.world_size > 1:
-        ids = [device] if device.type == "cuda" else None
-        train_model = nn.parallel.DistributedDataParallel(task, device_ids=ids)
-    if spec.compile:
-        train_model = torch.compile(train_model)  # type: ignore[assignment]
-    log_name = loop.batch_log
-    if log_name and ctx.dist.world_size > 1:
-        log_name = f"{Path(log_name).stem}.rank{ctx.dist.rank}{Path(log_name).suffix}"
-    blog = _BatchLog(out / log_name if log_name else None, loop.unit_name, start)
-
-    def forward_backward(batch: tuple[Any, ...]) -> dict[str, Tensor]:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            res = train_model(*batch)
-        scaler.scale(res["loss"] / loop.accumulate).backward()
-        return res
-
-    def sam_second_pass(batch: tuple[Any, ...], rng_first: dict[str, Any]) -> None:
-        """Replace the gradient at ``w`` (already DDP-synchronised) by the gradient at ``w + e`` on the same
-        batch with the first pass's random draws; restore ``w``, the buffers (BatchNorm's running statistics
-        are updated once, by the first pass) and the RNG states that followed the first pass."""
-        params = [p for p in task.parameters() if p.grad is not None]
-        e = sam_perturbation([p.grad for p in params if p.grad is not None], loop.sam_rho)
-        rng_after = checkpoint.rng_state(loop.generators)
-        with torch.no_grad():
-            weights = [p.detach().clone() for p in params]
-            buffers = [b.detach().clone() for b in task.buffers()]
-            for p, e_p in zip(params, e):
-                p.add_(e_p)
-                p.grad = None  # the second gradient replaces the first
-        checkpoint.set_rng_state(rng_first, loop.generators)
-        forward_backward(batch)
-        with torch.no_grad():  # copies, not w + e - e: the weights come back bit for bit
-            for p, w in zip(params, weights):
-                p.copy_(w)
-            for b, saved in zip(task.buffers(), buffers):
-                b.copy_(saved)
-        checkpoint.set_rng_state(rng_after, loop.generators)
-
-    def save_checkpoint(units_done: int) -> None:
-        if not main:
-            return
-        checkpoint.save(
-            ckpt_path,
-            {
-                "model": task.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "unit": units_done,
-                "best": best,
-                "pending": pending,
-                "rng": checkpoint.rng_state(loop.generators),
-                "history": history,
-                "config": config or {},
-            },
-        )
-
-    bar = tqdm(
-        range(start, loop.units),
-        desc=f"train ({loop.unit_name}s)",
-        initial=start,
-        total=loop.units,
-        disable=not (main and spec.progress),
-        file=sys.stderr,
-        mininterval=2,
-        dynamic_ncols=True,
-    )
-    done = start
+        logger.truncate_history(state.unit)  # rows past the checkpoint are logged again below
+    stepper = _Stepper(task, _training_model(task, ctx), optimizer, scaler, loop, ctx, amp)
+    blog = _batch_log(loop, ctx, state.unit)
+    start = state.unit
+    bar = progress_bar(range(start, loop.units), desc=f"train ({loop.unit_name}s)", initial=start, total=loop.units,
+                       unit=loop.unit_name, enabled=main and spec.progress, mininterval=2)
     try:
         for u in bar:
             if spec.stop_after and u - start >= spec.stop_after:
                 break
-            lr = float(loop.lr(u))
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            for s in loop.set_epoch:
-                s.set_epoch(u)
-            task.train()
-            optimizer.zero_grad(set_to_none=True)
-            micro = 0
-            batches = loop.batches(u)
-            if loop.inner_progress and main and spec.progress:
-                batches = tqdm(batches, desc=f"{loop.unit_name} {u + 1}", total=loop.batches_per_unit, leave=False,
-                               file=sys.stderr, mininterval=1)
-            for i, batch in enumerate(batches):
-                if loop.step_lr is not None:
-                    step_lr = float(loop.step_lr(u, i))
-                    for g in optimizer.param_groups:
-                        g["lr"] = step_lr
-                batch = to_device(batch, device, spec.channels_last)
-                last_micro = (micro + 1) % loop.accumulate == 0
-                no_sync = ctx.dist.world_size > 1 and not last_micro
-                rng_first = checkpoint.rng_state(loop.generators) if sam else {}
-                with train_model.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[operator]
-                    res = forward_backward(batch)
-                loss = res["loss"]
-                micro += 1
-                if last_micro:
-                    if sam:
-                        sam_second_pass(batch, rng_first)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                vals = {"loss": loss.detach().float()}
-                if loop.stats is not None:
-                    vals.update({k: v.detach().float() for k, v in loop.stats(res, batch).items()})
-                for k, v in vals.items():
-                    pending["sums"][k] = pending["sums"].get(k, 0.0) + v
-                pending["n"] += 1
-                if blog.path is not None:
-                    blog.write(u + 1, i, {k: float(v) for k, v in vals.items()})
-            if micro % loop.accumulate:  # a last, shorter accumulation window
-                scaler.step(optimizer)
-                scaler.update()
-            done = u + 1
-            stopping = bool(spec.stop_after) and done - start >= spec.stop_after
-            row: dict[str, float] = {}
-            if done % loop.log_every == 0 or done == loop.units:
-                row = {loop.unit_name: done, "lr": lr, **_unit_metrics(pending["sums"], pending["n"])}
-                pending = {"sums": {}, "n": 0}
-            evaluate = loop.evaluate is not None and (
-                (loop.eval_every and done % loop.eval_every == 0) or (loop.eval_final and done == loop.units)
-            )
-            if evaluate and main:
-                assert loop.evaluate is not None
-                task.eval()
-                res_eval = loop.evaluate(task)
-                task.train()
-                row = {loop.unit_name: done, "lr": lr, **row, **res_eval}
-                score = res_eval.get(loop.select) if loop.select else None
-                if score is not None and (best["value"] is None or score > best["value"]):
-                    best = {"metric": loop.select, "value": float(score), "unit": done}
-                    checkpoint.save(best_path, {"model": task.state_dict(), "unit": done, "best": best})
+            lr = _start_unit(u, task, optimizer, loop)
+            _train_unit(u, stepper, loop, ctx, state, blog)
+            state.unit = done = u + 1
+            last = done == loop.units or (bool(spec.stop_after) and done - start >= spec.stop_after)
+            row = _train_row(done, lr, loop, state)
+            evaluating = _evaluation_due(done, loop)
+            saving = bool(loop.checkpoint_every) and (done % loop.checkpoint_every == 0 or last)
+            if ctx.dist.world_size > 1 and (evaluating or saving or last):
+                distributed.average_buffers(task, skip=stepper.replayed)  # every rank's BN statistics, on all ranks
+            if evaluating and main:
+                row = _evaluate(task, loop, done, lr, row, state, best_path)
             if row:
-                if loop.extra is not None:
-                    row.update(loop.extra(u))
-                history.append(row)
-                if logger is not None:
-                    logger.log(row, step=done)
-                if "train/loss" in row:
-                    bar.set_postfix(loss=f"{row['train/loss']:.3f}", refresh=False)
+                _log_row(row, u, loop, state, logger, bar)
             blog.flush()
-            if loop.checkpoint_every and (done % loop.checkpoint_every == 0 or done == loop.units or stopping):
-                save_checkpoint(done)
+            if saving and main:
+                _save_checkpoint(ctx.out / "checkpoint.pt", task, optimizer, scaler, loop, state, config)
             distributed.barrier()
     finally:
         blog.close()
         bar.close()
-    finished = done >= loop.units
-    if finished and loop.select and best["value"] is not None and best_path.is_file():
-        task.load_state_dict(checkpoint.load(best_path, device)["model"])
-    return FitResult(done, finished, history, best)
+    finished = state.unit >= loop.units
+    if finished and loop.select and state.best["value"] is not None and best_path.is_file():
+        task.load_state_dict(checkpoint.load(best_path, ctx.device)["model"])
+    return FitResult(state.unit, finished, state.history, state.best)

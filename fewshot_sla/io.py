@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fewshot_sla.progress import progress_bar
 from fewshot_sla.utils import DataError, atomic_torch_save
 
 __all__ = [
@@ -441,7 +442,7 @@ def decode_images(
         paths: the files, in the order wanted.
         mode: ``"RGB"`` (3 channels) or ``"L"`` (1 grey channel).
         size: resize every image to ``size x size``; None keeps the files' size (which must then be the same).
-        progress: show a tqdm bar.
+        progress: show a progress bar (:func:`fewshot_sla.progress.progress_bar`: plain lines in a log).
         desc: the bar's label.
         workers: decoding threads (default ``min(8, cpu count)``).
         invert: return ``255 - x`` (after resizing): e.g. Omniglot's dark ink becomes bright on a dark background.
@@ -468,8 +469,6 @@ def decode_images(
         if size is None:
             raise ValueError("decode_images: no image paths given (and no size, so the array's shape is unknown)")
         return np.empty((0, channels, size, size), dtype=np.uint8)
-    from tqdm import tqdm
-
     n_workers = workers or min(8, os.cpu_count() or 1)
     # Small sets: at least one chunk per thread, so that they all work.
     step = max(1, min(chunk, -(-len(files) // n_workers)))
@@ -477,7 +476,8 @@ def decode_images(
     out: np.ndarray | None = None  # allocated from the first image's shape: one full-size copy, never two
     pool = ThreadPoolExecutor(max_workers=n_workers)
     try:
-        with tqdm(total=len(files), desc=desc, unit="img", disable=not progress, leave=False, mininterval=0.5) as bar:
+        with progress_bar(total=len(files), desc=desc, unit="img", enabled=progress, leave=False,
+                          mininterval=0.5) as bar:
             i = 0
             for decoded in pool.map(lambda c: _decode_chunk(c, mode, size, what, fix), chunks):  # in order
                 for a in decoded:

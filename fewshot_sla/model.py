@@ -16,8 +16,7 @@ running statistics, which it leaves untouched) and restores every submodule's pr
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
@@ -33,6 +32,7 @@ from .sla import (
     sla_loss,
 )
 from .transforms import Transform, get_transform
+from .utils import eval_mode
 
 __all__ = ["SLAClassifier", "DataAugmentation", "MultiTask", "PREDICT_MODES", "Criterion", "eval_mode"]
 
@@ -40,22 +40,6 @@ Criterion = Callable[[Tensor, Tensor], Tensor]
 HeadFactory = Callable[[int, int], nn.Module]
 PREDICT_MODES = ("single", "aggregated", "distilled")
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Put ``module`` (and all its submodules) in eval mode, then restore each one's own mode.
-
-    Restoring per submodule, not ``module.train(prev)``, keeps deliberate mixes intact, e.g. a
-    frozen BatchNorm left in eval mode inside a model that trains.
-    """
-    before = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, was_training in before:
-            m.training = was_training
 
 
 def _predicts_in_eval(fn: _F) -> _F:

@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, device, git commit, atomic files, strict JSON.
+"""Small shared helpers: seeding, device, the eval-mode switch, git commit, atomic files, strict JSON.
 
 :func:`write_json` writes standard JSON that any parser accepts: NaN and +-inf (Python floats,
 NumPy scalars and arrays, torch tensors, at any depth) become ``null``, since the ``NaN`` /
@@ -15,16 +15,20 @@ import os
 import random
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 __all__ = [
     "DataError",
     "seed_everything",
     "resolve_device",
+    "eval_mode",
     "inference_batches",
     "git_commit",
     "atomic_torch_save",
@@ -50,6 +54,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return dev
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` (and all its submodules) in eval mode, then restore each one's own mode.
+
+    The one eval-mode switch of the library (the engine's evaluation, the regimes' ``predict``). Restoring per
+    submodule, not ``module.train(prev)``, keeps deliberate mixes intact, e.g. a frozen BatchNorm left in eval
+    mode inside a model that trains.
+    """
+    before = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, was_training in before:
+            m.training = was_training
 
 
 def inference_batches(n: int, size: int) -> list[slice]:

@@ -7,7 +7,7 @@
   Classifier"): ``p_c(t) = (1 - t/T) * n_c/N + (t/T) * 1/C`` at epoch ``t`` of ``T``.
 
 Every sampler draws one epoch of ``N`` (= number of training images) indices from a local
-``torch.Generator`` seeded with :func:`epoch_seed`, i.e. the engine's
+``torch.Generator`` seeded with :func:`epoch_seed`, i.e. the library's one seed hash
 ``stream_seed(seed, epoch, name="sampler")`` (a ``SeedSequence`` hash, independent of the augmentation
 stream ``stream_seed(seed, epoch, rank)``). Hashing the pair (rather
 than seeding with ``seed + epoch``, as torch's ``DistributedSampler`` does) keeps the runs of
@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from fewshot_sla.engine import stream_seed
+from fewshot_sla.seeding import stream_seed
 
 __all__ = [
     "SAMPLERS",
@@ -49,7 +49,7 @@ __all__ = [
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of epoch ``epoch``'s draw in run ``seed``: a hash of the pair, not ``seed + epoch``.
 
-    :func:`fewshot_sla.engine.stream_seed` ``(seed, epoch, name="sampler")``: NumPy's SeedSequence mixes
+    :func:`fewshot_sla.seeding.stream_seed` ``(seed, epoch, name="sampler")``: NumPy's SeedSequence mixes
     its whole entropy into every output word, so the streams of ``(s, e + 1)`` and ``(s + 1, e)`` are
     unrelated, where ``seed + epoch`` makes them one and the same; the name keeps the permutation apart
     from the run's augmentation stream ``(seed, epoch, rank)``.

@@ -141,6 +141,19 @@ def test_best_checkpoint_is_selected_and_loaded(tmp_path):
     assert [r["val/acc"] for r in res.history] == [0.2, 0.9, 0.5, 0.1]
 
 
+def test_evaluation_runs_in_eval_mode_and_restores_every_mode(tmp_path):
+    modes = []
+
+    def evaluate(task):
+        modes.append([m.training for m in task.modules()])
+        task.net[1].train()  # an evaluation that forgets to restore a mode changes nothing for training
+        return {"val/acc": 0.5}
+
+    task, _ = toy_run(tmp_path, units=2, evaluate=evaluate, select="val/acc")
+    assert modes and all(not any(m) for m in modes)
+    assert all(m.training for m in task.modules())
+
+
 def test_checkpoint_holds_only_tensors_and_containers(tmp_path):
     toy_run(tmp_path, stop_after=2)
     st = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # would raise on any pickled object
@@ -172,6 +185,45 @@ def test_stream_seeds_are_independent():
     assert engine.stream_seed(1, 2) == engine.stream_seed(1, 2)
     with pytest.raises(ValueError, match=">= 0"):
         engine.stream_seed(-1)
+
+
+class LrProbe(nn.Module):
+    """A linear MSE task that notes the optimizer's learning rate at each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = nn.Linear(3, 1)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.seen: list[float] = []
+
+    def forward(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        assert self.optimizer is not None
+        self.seen.append(self.optimizer.param_groups[0]["lr"])
+        return {"loss": nn.functional.mse_loss(self.f(x), y)}
+
+
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_step_lr_sets_each_batchs_rate_before_its_forward(tmp_path, per_batch):
+    x, y = torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), torch.randn(6, 1)
+    data = [(x[i : i + 2], y[i : i + 2]) for i in range(0, 6, 2)]
+    ctx = engine.setup(engine.RunSpec(str(tmp_path), seed=0, device="cpu", progress=False))
+    task = LrProbe()
+    ref = LrProbe()
+    ref.load_state_dict(task.state_dict())
+    task.optimizer = torch.optim.SGD(task.parameters(), lr=9.0)
+    step_lr = (lambda u, i: 0.01 * (10 * u + i + 1)) if per_batch else None
+    loop = engine.Loop(units=2, batches=lambda u: data, lr=lambda u: 0.5 + u, step_lr=step_lr, checkpoint_every=0)
+    res = engine.fit(task, task.optimizer, loop, ctx)
+    want = [0.01, 0.02, 0.03, 0.11, 0.12, 0.13] if per_batch else [0.5] * 3 + [1.5] * 3
+    assert task.seen == pytest.approx(want)
+    assert [r["lr"] for r in res.history] == [0.5, 1.5]  # the logged lr stays lr(unit)
+    ref.optimizer = torch.optim.SGD(ref.parameters(), lr=9.0)  # the same steps by hand
+    for lr, (bx, by) in zip(want, data + data):
+        ref.optimizer.param_groups[0]["lr"] = lr
+        ref.optimizer.zero_grad()
+        ref(bx, by)["loss"].backward()
+        ref.optimizer.step()
+    assert all(torch.equal(p, q) for p, q in zip(task.parameters(), ref.parameters()))
 
 
 def test_setup_seeds_initialisation(tmp_path):
@@ -227,3 +279,103 @@ def test_ddp_global_batch_equals_one_process(tmp_path):
     two = json.loads((tmp_path / "two" / "params.json").read_text())
     for a, b in zip(one, two):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-6)
+
+
+BN_DDP_SCRIPT = r'''
+import sys, json, torch
+from torch import nn
+from fewshot_sla import engine, distributed
+out, mode = sys.argv[1], sys.argv[2]
+ctx = engine.setup(engine.RunSpec(out, seed=0, device="cpu", progress=False))
+torch.manual_seed(0)
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.BatchNorm1d(5, affine=False)  # on the raw input: batch statistics independent of the weights
+        self.f = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    def forward(self, x, y):
+        self.inp(x)
+        return {"loss": nn.functional.cross_entropy(self.f(x), y)}
+task = Net()
+x = torch.randn(64, 5, generator=torch.Generator().manual_seed(1)) * 3 + 1; y = torch.arange(64) % 3
+r, w = ctx.dist.rank, ctx.dist.world_size
+def sequential(u):  # a window of 4 batches of 8 per step; rank r runs batches r, r + w, ... of it
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(u)).split(8)
+    return [(x[b], y[b]) for s in range(0, 8, 4) for i, b in enumerate(perm[s:s + 4]) if i % w == r]
+def split(u):  # a global batch of 16 per step, shared between the ranks
+    per = 16 // w
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(u))
+    return [(x[b[r * per:(r + 1) * per]], y[b[r * per:(r + 1) * per]]) for b in perm.split(16)]
+seen = []
+def evaluate(t):
+    seen.append({k: v.tolist() for k, v in t.state_dict().items() if "running" in k or "num_batches" in k})
+    return {"val/score": float(len(seen))}
+loop = engine.Loop(units=3, batches=sequential if mode == "sequential" else split, lr=lambda u: 0.5,
+                   accumulate=4 // w if mode == "sequential" else 1, sequential_ranks=mode == "sequential",
+                   evaluate=evaluate, eval_every=1, select="val/score", checkpoint_every=1)
+engine.fit(task, torch.optim.SGD(task.parameters(), lr=0.5), loop, ctx)
+final = {k: v.tolist() for k, v in task.state_dict().items()}
+json.dump({"final": final, "seen": seen}, open(f"{out}/rank{r}.json", "w"))
+distributed.shutdown()
+'''
+
+
+def _bn_ddp_runs(tmp_path: Path, mode: str) -> dict[str, dict]:
+    import json
+
+    script = tmp_path / "bn_ddp.py"
+    script.write_text(BN_DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    runs = {}
+    for name, launcher in (("one", [sys.executable]), ("two", torchrun(2))):
+        (tmp_path / name).mkdir()
+        res = subprocess.run([*launcher, str(script), str(tmp_path / name), mode], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs[name] = json.loads((tmp_path / name / "rank0.json").read_text())
+        runs[name]["best"] = torch.load(tmp_path / name / "best.pt", weights_only=True)["model"]
+        runs[name]["checkpoint"] = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"]
+    runs["rank1"] = json.loads((tmp_path / "two" / "rank1.json").read_text())
+    return runs
+
+
+def _close(a, b, atol: float = 1e-5) -> bool:
+    return torch.allclose(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64), atol=atol)
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_ddp_meta_batch_keeps_one_processs_batchnorm_statistics(tmp_path):
+    """A window of 4 batches run by one process, or shared out 2 + 2 to 2 gloo processes (Loop.sequential_ranks):
+    the same weights, and the same BatchNorm running statistics and counts at every evaluation, in best.pt and in
+    checkpoint.pt, on both ranks (each rank alone would have seen half the batches)."""
+    runs = _bn_ddp_runs(tmp_path, "sequential")
+    one, two = runs["one"], runs["two"]
+    buffers = [k for k in one["final"] if "running" in k or "num_batches" in k]
+    assert len(buffers) == 6 and one["final"]["f.1.num_batches_tracked"] == 3 * 2 * 4  # units x steps x window
+    for k, v in one["final"].items():
+        assert _close(v, two["final"][k]), k
+        assert runs["rank1"]["final"][k] == two["final"][k], k  # the ranks agree exactly
+    assert len(one["seen"]) == len(two["seen"]) == 3
+    for a, b in zip(one["seen"], two["seen"]):
+        assert all(_close(a[k], b[k]) for k in buffers)
+    for f in ("best", "checkpoint"):
+        assert all(_close(one[f][k], two[f][k]) for k in buffers), f
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_ddp_split_batch_averages_batchnorm_statistics(tmp_path):
+    """A global batch of 16 split 8 + 8 between 2 gloo processes: the running statistics evaluated and saved are the
+    mean of the ranks' (not rank 0's): for a BatchNorm on the raw input, whose batch means do not depend on the
+    weights, the running mean is then one process's; the counters stay the per-rank count of batches."""
+    runs = _bn_ddp_runs(tmp_path, "split")
+    one, two = runs["one"], runs["two"]
+    assert _close(one["final"]["inp.running_mean"], two["final"]["inp.running_mean"], atol=1e-6)
+    assert not _close(one["final"]["inp.running_var"], two["final"]["inp.running_var"], atol=1e-3)  # 8 vs 16 images
+    assert one["final"]["inp.num_batches_tracked"] == two["final"]["inp.num_batches_tracked"] == 3 * 4
+    for a, b in zip(one["seen"], two["seen"]):
+        assert _close(a["inp.running_mean"], b["inp.running_mean"], atol=1e-6)
+    for f in ("best", "checkpoint"):
+        assert _close(one[f]["inp.running_mean"], two[f]["inp.running_mean"], atol=1e-6), f
+    assert runs["rank1"]["final"] == two["final"]  # every buffer averaged, and the weights the same, on both ranks

@@ -18,6 +18,7 @@ from PIL import Image
 from fewshot_sla import runs
 from fewshot_sla.config import ConfigError
 from fewshot_sla.counts import PROFILES
+from fewshot_sla.io import files_digest
 from fewshot_sla.utils import DataError, read_json
 from longtail import load_run
 from longtail.benchmark import main, run
@@ -113,7 +114,8 @@ def test_record_and_metrics_carry_the_recipe_identity_group_and_report(folder, t
     assert set(r["files"]) == {"train", "test"} and all(len(d) == 16 for d in r["files"].values())
     assert rec["config"]["lr"] == 0.1 and rec["config"]["warmup"] == "step"
     ident = rec["identity"]
-    assert ident["data"] == {"files": r["files"]["train"]}
+    # the data is both file lists (a changed test set is other data too), never the path
+    assert ident["data"] == {"files": files_digest(f"{k}:{v}" for k, v in sorted(r["files"].items()))}
     assert not {"out", "data_root", "seed"} & set(ident["method"]) and ident["method"]["transform"] == "rotation2"
     m = read_json(out / "metrics.json")
     assert m["identity"] == ident and m["group"] == rec["group"] == runs.group_id(ident) and m["report"] == REPORT
