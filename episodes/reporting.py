@@ -33,8 +33,11 @@ IMAGE_FOLDERS: frozenset[str] = frozenset({"imagefolder", "tiny-imagenet"})
 
 #: Config keys added after runs were recorded, with the value that gives the behaviour of a run recorded without
 #: them; ``scripts/upgrade_run_records.py`` fills them into an old run's identity so that an old and a new run of one
-#: method share a group. None so far: add a field here when you add one to ``FewShotConfig``.
-LEGACY_DEFAULTS: dict[str, Any] = {}
+#: method share a group: add a field here when you add one to ``FewShotConfig``.
+LEGACY_DEFAULTS: dict[str, Any] = {
+    # --learner pretrain's settings and --init: no effect on the episodic learners that ran before them
+    "pretrain_epochs": 30, "batch_size": 64, "val_every_epochs": 5, "test_head": "ncm", "sd": False, "init": "",
+}
 
 _LEGEND = (
     "Test accuracy in %. `acc +- 95% CI`: mean over seeds of each run's mean episode accuracy "

@@ -34,11 +34,11 @@ def read(run: Path) -> dict[str, Any]:
 
 
 def test_an_old_run_joins_the_group_of_a_new_run_of_its_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    # recorded before vs_gamma, vs_tau and sam_rho existed: LEGACY_DEFAULTS give its behaviour
-    cfg = {k: v for k, v in lt_config(seed=0, data_root="/old/place").items()
-           if k not in ("vs_gamma", "vs_tau", "sam_rho")}
+    # recorded before vs_gamma, vs_tau, sam_rho, warmup, norm_stats and sync_bn existed: LEGACY_DEFAULTS give its
+    # behaviour
+    cfg = {k: v for k, v in lt_config(seed=0, data_root="/old/place").items() if k not in lt_reporting.LEGACY_DEFAULTS}
     old = old_run(tmp_path / "old", lt_metrics(0.5), cfg, extra={"class_counts": COUNTS})
-    new_cfg = {**lt_config(seed=1), "vs_gamma": 0.2, "vs_tau": 1.2, "sam_rho": 0.0}
+    new_cfg = {**lt_config(seed=1), **lt_reporting.LEGACY_DEFAULTS}
     write_run(tmp_path / "new", lt_metrics(0.7), new_cfg, {"class_counts": COUNTS})
     write_run(tmp_path / "sam", lt_metrics(0.6), {**new_cfg, "sam_rho": 0.05}, {"class_counts": COUNTS})
     assert upgrade_script.main([str(tmp_path)]) == 0
@@ -48,7 +48,7 @@ def test_an_old_run_joins_the_group_of_a_new_run_of_its_method(tmp_path: Path, c
     assert m["identity"] == want and m["group"] == group_id(want) == read(tmp_path / "new")["group"]
     assert m["report"] == lt_reporting.REPORT
     assert m["upgraded"] == {"by": "scripts/upgrade_run_records.py",
-                             "legacy_defaults": {"vs_gamma": 0.2, "vs_tau": 1.2, "sam_rho": 0.0}}
+                             "legacy_defaults": lt_reporting.LEGACY_DEFAULTS}
     assert m["test/acc"] == 0.5 and m["config"] == {**cfg, "out": str(old)}  # the run's own record is kept
     got = [(g.label, sorted(r.seed for r in g.runs)) for g in group_runs(load_runs([tmp_path]))]
     assert got == [("sam_rho=0", [0, 1]), ("sam_rho=0.05", [1])]
@@ -64,7 +64,8 @@ def test_idempotent_and_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (run / "metrics.json").read_bytes() == first
     assert capsys.readouterr().out.count("unchanged ") == 2
     m = read(run)  # a re-tested run: test_only is no part of its method
-    assert m["identity"] == identity(fs_config(), fs_reporting.GROUP_IGNORE, {}) and m["report"] == fs_reporting.REPORT
+    want = identity({**fs_config(), **fs_reporting.LEGACY_DEFAULTS}, fs_reporting.GROUP_IGNORE, {})
+    assert m["identity"] == want and m["report"] == fs_reporting.REPORT
 
 
 def test_image_folder_runs_are_skipped_unless_their_folder_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
