@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from fewshot_sla import joint_labels
+from fewshot_sla.progress import progress_bar
 
 from .datasets import FewShotData, gather
 from .sampler import EpisodeSampler, episode_labels
@@ -145,8 +146,6 @@ def embed_split(
     Returns:
         ``(N, M, D)`` features: ``out[i, j] = encoder(T_j(normalize(images[i])))``.
     """
-    from tqdm import tqdm
-
     if batch_size < 1:
         raise ValueError(f"embed_split: batch_size must be >= 1, got {batch_size}")
     if not can_embed_once(task):
@@ -159,7 +158,7 @@ def embed_split(
     feats = []
     with _eval_mode(task):
         bounds = _chunk_bounds(len(images), max(1, batch_size // m), m)
-        for lo, hi in tqdm(bounds, desc="embed", disable=not progress, leave=False, mininterval=1):
+        for lo, hi in progress_bar(bounds, desc="embed", enabled=progress, leave=False):
             x = normalize(images[lo:hi]).to(device)
             # contiguous, as the per-episode path's torch.cat of support and query makes its batch
             f = encoder(task.sla.transform(x).contiguous())
@@ -206,8 +205,6 @@ def episode_logits(
     Yields:
         ``(e, aggregated (Q, N), single (Q, N), y (Q,))`` with ``Q = ways * queries``, ``N = ways``, on ``device``.
     """
-    from tqdm import tqdm
-
     sampler = EpisodeSampler(data.labels, ways, shots, queries, episodes, seed=seed)
     how = choose_strategy(task, len(data), episodes, ways, shots, queries,
                           "embed_once" if features is not None and strategy == "auto" else strategy)
@@ -221,7 +218,7 @@ def episode_logits(
             )
     with _eval_mode(task):
         if how == "per_episode":
-            for e in tqdm(range(episodes), desc="eval", disable=not progress, leave=False, mininterval=1):
+            for e in progress_bar(range(episodes), desc="eval", enabled=progress, leave=False):
                 out = task.predict(normalize(gather(data.images, sampler.episode(e))).to(device), ways, shots, queries)
                 yield e, out["aggregated"], out["single"], out["y"]
             return
@@ -236,7 +233,7 @@ def episode_logits(
         head = cast(FeatureHead, task.learner).head_from_features
         batch_head = getattr(task.learner, "head_from_features_batch", None)
         if batch_head is not None:  # e.g. MetaOptNet-SVM: many episodes' QPs solved together
-            bar = tqdm(total=episodes, desc="eval", disable=not progress, leave=False, mininterval=1)
+            bar = progress_bar(total=episodes, desc="eval", enabled=progress, leave=False)
             for lo in range(0, episodes, head_batch):
                 ids = range(lo, min(episodes, lo + head_batch))
                 f = torch.stack([feats[sampler.episode(e).to(device)].reshape(-1, d) for e in ids])
@@ -246,7 +243,7 @@ def episode_logits(
                 bar.update(len(ids))
             bar.close()
             return
-        for e in tqdm(range(episodes), desc="eval", disable=not progress, leave=False, mininterval=1):
+        for e in progress_bar(range(episodes), desc="eval", enabled=progress, leave=False):
             # (support then query) x M rows, row b*M + j = T_j of item b: what encoder(cat([sx_aug, qx_aug])) gives
             f = feats[sampler.episode(e).to(device)].reshape(-1, d)
             z = head(f[:n_support], sy_joint, f[n_support:], ways=ways_joint)

@@ -36,6 +36,7 @@ from fewshot_sla.io import (
     read_cached,
     resolve_cache_dir,
 )
+from fewshot_sla.progress import progress_bar
 from fewshot_sla.utils import DataError
 
 from .common import SPLITS, FewShotData, LoadRequest, image_stats
@@ -244,13 +245,11 @@ def _file_modes(paths: list[Path]) -> list[str]:
 
 def _detect_mode(root: Path, paths: list[Path], workers: int, progress: bool) -> Literal["RGB", "L"]:
     """``"L"`` when every file is grey, ``"RGB"`` when every file is colour; mixed modes are an error."""
-    from tqdm import tqdm
-
     step = max(1, min(512, -(-len(paths) // workers)))
     chunks = [paths[i : i + step] for i in range(0, len(paths), step)]
     modes: list[str] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-        total=len(paths), desc="image modes", unit="img", disable=not progress, leave=False, mininterval=0.5
+    with ThreadPoolExecutor(max_workers=workers) as pool, progress_bar(
+        total=len(paths), desc="image modes", unit="img", enabled=progress, leave=False
     ) as bar:
         for got in pool.map(_file_modes, chunks):
             modes += got
