@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from fewshot_sla.io import decode_images
+from fewshot_sla.io import cached_decode, decode_images, files_digest, resolve_cache_dir
 from fewshot_sla.utils import DataError
 
 from .common import SPLITS, SPLITS_DIR, FewShotData, LoadRequest, Stats, _check_split
@@ -61,10 +62,12 @@ def _omniglot_root(root: Path) -> Path:
 
 
 def load_omniglot(
-    root: str | Path, split: str = "train", image_size: int = 28, progress: bool = True, scheme: str = "vinyals"
+    root: str | Path, split: str = "train", image_size: int = 28, progress: bool = True, scheme: str = "vinyals",
+    cache_dir: str | Path | None | Literal[False] = None,
 ) -> FewShotData:
     """Omniglot's ``split`` (of :func:`omniglot_split`'s ``scheme``) as uint8 ``(N, 1, size, size)``,
-    20 images per class."""
+    20 images per class. Decoded once and cached (``cache_dir``: None = ``ROOT/.fewshot_sla_cache/`` where
+    writable, else the user cache; False = no cache), so a run does not decode 32,460 PNGs again."""
     _check_split(split)
     base = _omniglot_root(Path(root).expanduser())
     classes = omniglot_split(split, scheme)
@@ -81,10 +84,16 @@ def load_omniglot(
         paths += files
         labels += [c] * len(files)
     # The files have dark ink on white; stored inverted (ink bright), as the normalisation statistics assume.
-    x = decode_images(
+    # Decoded once: the cache's name is a digest of the split's files (names and sizes), the size and the inversion.
+    digest = files_digest(f"{p.relative_to(base)}:{p.stat().st_size}" for p in paths)
+    cdir = resolve_cache_dir(cache_dir, base)
+    cache = cdir / f"omniglot-{split}-{digest}-s{image_size}-inv.npz" if cdir else None
+    x = cached_decode(
         paths,
+        cache,
         "L",
         image_size,
+        decoder=decode_images,
         progress=progress,
         desc=f"omniglot {split}",
         invert=True,

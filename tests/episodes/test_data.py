@@ -373,3 +373,22 @@ def test_unknown_dataset_and_split(tmp_path):
         load_fewshot("imagenet", tmp_path, "train")
     with pytest.raises(ValueError, match="unknown split 'validation'"):
         load_fewshot("cifar-fs", tmp_path, "validation")
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_omniglot_is_decoded_once_then_read_from_its_cache(omniglot_root, tmp_path, monkeypatch):
+    import episodes.datasets.omniglot as om
+
+    first = om.load_omniglot(omniglot_root, "val", progress=False, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("omniglot-val-*-s28-inv.npz"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(om, "decode_images", boom)
+    again = om.load_omniglot(omniglot_root, "val", progress=False, cache_dir=tmp_path)
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    assert again.class_names == first.class_names
+    with pytest.raises(AssertionError, match="decoded again"):  # another size is another cache
+        om.load_omniglot(omniglot_root, "val", image_size=20, progress=False, cache_dir=tmp_path)
