@@ -76,6 +76,11 @@ __all__ = [
 
 KIND = "fewshot"
 
+def _encoding(learner: nn.Module, cfg: FewShotConfig) -> nn.Module:
+    learner.encode = cfg.encode  # type: ignore[assignment]
+    return learner
+
+
 def _maml(encoder: nn.Module, cfg: FewShotConfig, m: int, algorithm: str) -> nn.Module:
     return MAMLLearner(encoder, cfg.ways * m, algorithm, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
                        test_inner_steps=cfg.test_inner_steps)
@@ -84,9 +89,9 @@ def _maml(encoder: nn.Module, cfg: FewShotConfig, m: int, algorithm: str) -> nn.
 #: learner name -> ``(encoder, cfg, M) -> learner``. protonet, r2d2 and svm work for any number of ways; the
 #: learn2learn learners get a fixed ``ways * M``-way head (with SLA they simply see a bigger episode).
 LEARNERS: dict[str, Callable[[nn.Module, FewShotConfig, int], nn.Module]] = {
-    "protonet": lambda enc, cfg, m: ProtoNet(enc),
-    "r2d2": lambda enc, cfg, m: R2D2(enc),
-    "svm": lambda enc, cfg, m: MetaOptSVM(enc),
+    "protonet": lambda enc, cfg, m: ProtoNet(enc, cfg.distance, cfg.encode),
+    "r2d2": lambda enc, cfg, m: _encoding(R2D2(enc), cfg),
+    "svm": lambda enc, cfg, m: _encoding(MetaOptSVM(enc), cfg),
     **{name: functools.partial(_maml, algorithm=name) for name in ALGORITHMS},
     "pretrain": lambda enc, cfg, m: PretrainHead(enc, cfg.test_head),
 }
@@ -137,6 +142,11 @@ def check_config(cfg: FewShotConfig, world_size: int = 1) -> None:
         if cfg.batch_size % world_size or cfg.batch_size // world_size < 2:
             raise ValueError(f"--batch-size {cfg.batch_size} is the global batch: it must split evenly into the "
                              f"{world_size} processes, >= 2 images each")
+    if cfg.distance != "sqeuclidean" and cfg.learner != "protonet":
+        raise ValueError(f"--distance chooses ProtoNet's logits; --learner {cfg.learner} has its own head (drop it)")
+    if cfg.encode != "joint" and cfg.learner not in ("protonet", "r2d2", "svm"):
+        raise ValueError(f"--encode applies to protonet, r2d2 and svm; --learner {cfg.learner} runs its encoder "
+                         "otherwise (drop it)")
     if cfg.sd and (cfg.learner not in PRETRAIN or get_transform(cfg.transform).m == 1):
         raise ValueError("--sd distils the aggregated SLA teacher of --learner pretrain: it needs --learner pretrain "
                          "and a --transform other than none")

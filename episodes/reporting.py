@@ -37,6 +37,8 @@ IMAGE_FOLDERS: frozenset[str] = frozenset({"imagefolder", "tiny-imagenet"})
 LEGACY_DEFAULTS: dict[str, Any] = {
     # --learner pretrain's settings and --init: no effect on the episodic learners that ran before them
     "pretrain_epochs": 30, "batch_size": 64, "val_every_epochs": 5, "test_head": "ncm", "sd": False, "init": "",
+    # before the choice existed: support and query in one encoder call, minus the squared distance
+    "distance": "sqeuclidean", "encode": "joint",
 }
 
 _LEGEND = (

@@ -55,7 +55,7 @@ def test_longtail_legacy_defaults_are_the_old_behaviour():
 
     assert fs_reporting.LEGACY_DEFAULTS == {k: getattr(FewShotConfig(), k) for k in fs_reporting.LEGACY_DEFAULTS}
     assert set(fs_reporting.LEGACY_DEFAULTS) == {"pretrain_epochs", "batch_size", "val_every_epochs", "test_head",
-                                                 "sd", "init"}
+                                                 "sd", "init", "distance", "encode"}
 
 
 @pytest.mark.parametrize("package", ["episodes", "longtail"])

@@ -305,3 +305,28 @@ def test_maml_learner_argument_errors(l2l):
     sx, sy, qx, _ = toy_episode(ways=4)
     with pytest.raises(ValueError, match="support labels"):
         learner(sx, sy, qx)
+
+
+def test_protonet_distances_and_encodings():
+    """``distance``: minus the squared or the plain Euclidean distance to the prototypes (values by hand);
+    ``encode``: with BatchNorm in training mode, one encoder call over support + query (their union's statistics)
+    differs from two calls, and in eval mode (running statistics) they agree."""
+    from episodes.protonet import ProtoNet
+
+    ident = torch.nn.Identity()
+    sf = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]])
+    sy = torch.tensor([0, 0, 1])
+    qf = torch.tensor([[1.0, 3.0]])  # prototype 0 = (1, 0): distance 3; prototype 1 = (0, 4): distance sqrt 2
+    sq = ProtoNet(ident).head_from_features(sf, sy, qf, 2)
+    pl = ProtoNet(ident, distance="euclidean").head_from_features(sf, sy, qf, 2)
+    torch.testing.assert_close(sq, torch.tensor([[-9.0, -2.0]]))
+    torch.testing.assert_close(pl, torch.tensor([[-3.0, -(2.0**0.5)]]))
+    torch.manual_seed(0)
+    enc = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    sx, qx, y = torch.randn(4, 3), torch.randn(6, 3) + 2.0, torch.tensor([0, 0, 1, 1])
+    joint, separate = ProtoNet(enc, encode="joint"), ProtoNet(enc, encode="separate")
+    assert not torch.allclose(joint(sx, y, qx, 2), separate(sx, y, qx, 2))
+    enc.eval()
+    torch.testing.assert_close(joint(sx, y, qx, 2), separate(sx, y, qx, 2))
+    with pytest.raises(ValueError, match="distance must be one of"):
+        ProtoNet(ident, distance="cosine")
