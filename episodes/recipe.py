@@ -70,7 +70,7 @@ from .task import EpisodeTask
 __all__ = [
     "LEARNERS", "AUTO_TEST_EPISODES", "RESUME_FREE", "RETEST_FREE", "Recipe", "resolve", "load_splits_for",
     "resolve_test_episodes", "check_config", "lr_at", "shapes_of", "make_task", "build_task", "episodic",
-    "encoder_of", "initialize", "make_loop", "make_episode_loop", "make_pretrain_loop", "PRETRAIN",
+    "encoder_of", "initialize", "training_finished", "make_loop", "make_episode_loop", "make_pretrain_loop", "PRETRAIN",
     "make_optimizer", "evaluate", "test_and_log", "best_checkpoint", "load_best",
 ]
 
@@ -545,6 +545,16 @@ def test_and_log(recipe: Recipe, task: nn.Module, test: FewShotData, ctx: eng.Co
     extra = {"seed": cfg.seed, "history": fit.history, "world_size": ctx.dist.world_size, **recipe.metrics_extra()}
     logger.finish(metrics, extra=extra)
     return metrics
+
+
+def training_finished(out: Path, record: Mapping[str, Any]) -> bool:
+    """Whether ``out/checkpoint.pt`` holds the last unit of the recorded run (resuming it then only tests)."""
+    ckpt = out / "checkpoint.pt"
+    if not ckpt.is_file():
+        return False
+    cfg = record["config"]
+    units = cfg["pretrain_epochs"] if cfg.get("learner") in PRETRAIN else cfg["train_episodes"]
+    return int(checkpoint.load(ckpt).get("unit") or 0) >= int(units)
 
 
 def best_checkpoint(out: Path) -> Path:

@@ -57,7 +57,9 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
         if cfg.test_only:
             rc.best_checkpoint(out)  # fail before loading any data
         record = runs.read_record(out, rc.KIND, what)
-        runs.check_resume(record, to_dict(cfg), rc.RETEST_FREE if cfg.test_only else rc.RESUME_FREE, what)
+        # a finished run only tests again when resumed: then the test's shape may change, as with --test-only
+        retest = cfg.test_only or rc.training_finished(out, record)
+        runs.check_resume(record, to_dict(cfg), rc.RETEST_FREE if retest else rc.RESUME_FREE, what)
     ctx = eng.setup(eng.RunSpec(cfg.out, cfg.seed, cfg.device, cfg.amp, cfg.channels_last, False, cfg.resume,
                                 cfg.stop_after, cfg.num_threads))
     rc.check_config(cfg, ctx.dist.world_size)

@@ -142,3 +142,23 @@ def test_split_layout_with_a_class_in_two_splits_is_refused(tmp_path):
     _folder(tmp_path / "test", ["e", "shared"])
     with pytest.raises(DataError, match=r"class folder\(s\) appear in two splits .*train/shared and .*test/shared"):
         load_imagefolder(tmp_path, 16, progress=False)
+
+
+def test_a_finished_run_resumed_in_another_test_shape_only_tests(trained, tmp_path):
+    import shutil
+
+    cfg, m = trained
+    out = tmp_path / "copy"
+    shutil.copytree(cfg.out, out)
+    again = run(dataclasses.replace(cfg, out=str(out), resume=True, test_queries=1))
+    assert again["test/episodes"] == m["test/episodes"] and again["val/best_acc"] == m["val/best_acc"]
+    assert again["test/acc"] != m["test/acc"] or again["test/acc_single"] != m["test/acc_single"]
+
+
+def test_an_unfinished_run_may_not_change_its_validation_shape(tmp_path):
+    data = tmp_path / "data"
+    _folder(data, [f"k{i:02d}" for i in range(12)])
+    half = _cfg(data, tmp_path / "half", stop_after=1)
+    run(half)
+    with pytest.raises(ConfigError, match="test_queries: 0 -> 1"):
+        run(dataclasses.replace(half, stop_after=0, resume=True, test_queries=1))
