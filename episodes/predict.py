@@ -300,8 +300,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> FewShot
         raise DataError(f"run folder {str(run)!r} does not exist; pass the --out folder of a sla-fewshot run")
     # here, not at the top: `import episodes` stays light (no engine)
     from .recipe import KIND, Recipe, episodic, make_task
+    from .reporting import LEGACY_DEFAULTS
 
-    record = runs.read_record(run, KIND, "episodes.load_run")
+    record = runs.read_record(run, KIND, "episodes.load_run", legacy=LEGACY_DEFAULTS)
     recipe = Recipe.from_record(record)
     cfg = recipe.cfg
     weights = run / "best.pt"

@@ -42,6 +42,7 @@ from fewshot_sla.utils import DataError
 
 from . import recipe as rc
 from .config import FewShotConfig
+from .reporting import LEGACY_DEFAULTS
 
 __all__ = ["FewShotConfig", "run", "main"]
 
@@ -56,7 +57,7 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
         what = "--test-only" if cfg.test_only else "--resume"
         if cfg.test_only:
             rc.best_checkpoint(out)  # fail before loading any data
-        record = runs.read_record(out, rc.KIND, what)
+        record = runs.read_record(out, rc.KIND, what, legacy=LEGACY_DEFAULTS)
         # a finished run only tests again when resumed: then the test's shape may change, as with --test-only
         retest = cfg.test_only or rc.training_finished(out, record)
         runs.check_resume(record, to_dict(cfg), rc.RETEST_FREE if retest else rc.RESUME_FREE, what)

@@ -94,13 +94,19 @@ def write_record(out: str | Path, record: Mapping[str, Any]) -> Path:
     return path
 
 
-def read_record(out: str | Path, kind: str | None = None, what: str = "this") -> dict[str, Any]:
+def read_record(
+    out: str | Path, kind: str | None = None, what: str = "this", legacy: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Read ``OUT/recipe.json``.
 
     Args:
         out: the run folder.
         kind: the package that must have written it (None = any).
         what: what needs it, for the message (e.g. ``"--test-only"``).
+        legacy: the package's config keys added after runs were recorded, with the value that gives an old run's
+            behaviour (its ``reporting.LEGACY_DEFAULTS``): a record that lacks one is read with that value, so a
+            run recorded by an earlier version resumes, re-tests and predicts as it ran (listed under
+            ``"legacy_filled"``).
 
     Raises:
         DataError: no record, not a record of this format, or of another kind; the message says what to do.
@@ -122,6 +128,10 @@ def read_record(out: str | Path, kind: str | None = None, what: str = "this") ->
                         "train the run again with this version")
     if kind is not None and rec.get("kind") != kind:
         raise DataError(f"{path} records a {rec.get('kind')!r} run, not a {kind!r} one; point --out at a {kind} run")
+    if legacy:
+        config = rec.get("config", {})
+        rec["legacy_filled"] = sorted(k for k in legacy if k not in config)
+        rec["config"] = {**{k: legacy[k] for k in rec["legacy_filled"]}, **config}
     return rec
 
 

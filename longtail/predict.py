@@ -36,6 +36,7 @@ from fewshot_sla.utils import DataError, inference_batches, read_json
 
 from .config import LTConfig
 from .data import CIFAR_MEAN, CIFAR_STD, IMAGE_EXTENSIONS
+from .reporting import LEGACY_DEFAULTS
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -290,7 +291,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LongTai
         )
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     if has_record:
-        record = runs.read_record(run, None, "load_run")
+        record = runs.read_record(run, None, "load_run", legacy=LEGACY_DEFAULTS)
         if record.get("kind") != KIND:
             raise DataError(f"{run} is a {record.get('kind')!r} run, not a sla-longtail one; for a sla-fewshot run use "
                             "episodes.load_run or sla-fewshot-predict")

@@ -43,7 +43,7 @@ from fewshot_sla.utils import DataError, inference_batches
 from .config import LTConfig
 from .data import STATS_SOURCES, LTData, Stats, limit_per_class, load_longtail
 from .losses import LOSSES, ImbalanceLoss, head_for
-from .reporting import GROUP_IGNORE, REPORT, data_identity
+from .reporting import GROUP_IGNORE, LEGACY_DEFAULTS, REPORT, data_identity
 from .samplers import SAMPLERS, LTSampler
 from .schedules import SCHEDULES, WARMUPS, LTSchedule, lr_at, scale_epochs
 
@@ -272,7 +272,7 @@ def open_run(cfg: LTConfig, data: LTData, out: str | Path, write: bool = True) -
     recipe = resolve(cfg, data)
     out = Path(out)
     if cfg.resume and (out / "checkpoint.pt").is_file():
-        record = runs.read_record(out, KIND, "--resume")
+        record = runs.read_record(out, KIND, "--resume", legacy=LEGACY_DEFAULTS)
         runs.check_resume(record, to_dict(cfg), free=FREE_KEYS)
         diff = _data_differences(record["recipe"], recipe.to_dict())
         if diff:

@@ -59,3 +59,14 @@ def test_check_resume_names_every_changed_training_key():
 def test_config_diff_compares_tuples_as_lists_and_missing_as_none():
     assert runs.config_diff({"m": [1, 2]}, {"m": (1, 2)}) == []
     assert runs.config_diff({"a": 1}, {"a": 1, "b": 2}) == [("b", None, 2)]
+
+
+def test_a_record_from_an_earlier_version_is_read_with_the_legacy_values(tmp_path):
+    rec = _record()
+    runs.write_record(tmp_path, rec)
+    got = runs.read_record(tmp_path, legacy={"warmup": "epoch", "lr": 9.0})
+    assert got["config"]["warmup"] == "epoch" and got["config"]["lr"] == 0.001  # recorded keys win
+    assert got["legacy_filled"] == ["warmup"]
+    runs.check_resume(got, {**rec["config"], "warmup": "epoch"}, free=())
+    with pytest.raises(ConfigError, match='warmup: "epoch" -> "step"'):
+        runs.check_resume(got, {**rec["config"], "warmup": "step"}, free=())
