@@ -143,17 +143,17 @@ def svm_dual_batched(
         active = active & (worst > tol)
         if not active.any():
             break
-        d = lam / sl
-        chol = torch.linalg.cholesky(k.unsqueeze(1) + torch.diag_embed(d))  # (E, w, S, S)
-        h_inv = torch.cholesky_inverse(chol)
+        blocks = k.unsqueeze(1).repeat(1, ways, 1, 1)  # (E, w, S, S): K + ridge I + D_k
+        blocks.diagonal(dim1=-2, dim2=-1).add_(lam / sl)
+        h_inv = torch.cholesky_inverse(torch.linalg.cholesky(blocks))  # the blocks' inverses, used as matrices
         schur = torch.linalg.cholesky(h_inv.sum(1))  # (E, S, S)
 
         def newton(r_c: Tensor, r_d: Tensor = r_d, r_e: Tensor = r_e, r_p: Tensor = r_p, lam: Tensor = lam,
-                   sl: Tensor = sl, chol: Tensor = chol, h_inv: Tensor = h_inv,
+                   sl: Tensor = sl, h_inv: Tensor = h_inv,
                    schur: Tensor = schur) -> tuple[Tensor, Tensor, Tensor, Tensor]:
             """The Newton direction for the complementarity residual ``r_c`` (``s * lam`` minus its target)."""
             g = -r_d + (r_c - lam * r_p) / sl
-            hg = torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1)  # (E, w, S)
+            hg = (h_inv @ g.unsqueeze(-1)).squeeze(-1)  # (E, w, S)
             dnu = torch.cholesky_solve((hg.sum(1) + r_e).unsqueeze(-1), schur).squeeze(-1)  # (E, S)
             dz = hg - (h_inv @ dnu[:, None, :, None]).squeeze(-1)
             ds = -r_p - dz
