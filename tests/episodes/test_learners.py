@@ -136,12 +136,15 @@ def test_resnet12_narrow_dropout_and_gradient():
 
 
 def test_make_backbone():
-    assert BACKBONES == ("conv4", "resnet12")
+    assert BACKBONES == ("conv4", "resnet12", "torchvision:resnet18")
     c4 = make_backbone("conv4", 1, 28)
     assert isinstance(c4, Conv4) and c4.out_dim == 64
     assert make_backbone("conv4", 3, 84).out_dim == 1600
     r = make_backbone("resnet12", 3, 84)
     assert isinstance(r, ResNet12) and r.out_dim == 640
+    assert make_backbone("conv4", 3, 64).out_dim == 1024
+    tv = make_backbone("torchvision:resnet18", 3, 64)
+    assert tv.out_dim == 512 and tv(torch.zeros(2, 3, 64, 64)).shape == (2, 512)
     with pytest.raises(ValueError, match="conv4, resnet12"):
         make_backbone("resnet18", 3, 84)
 
