@@ -32,7 +32,16 @@ from torch import Tensor
 
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.counts import PROFILES, class_counts
-from fewshot_sla.io import cached_decode, decode_images, files_digest, read_cifar, resolve_cache_dir
+from fewshot_sla.io import (
+    IMAGE_SUFFIXES,
+    cached_decode,
+    class_folders,
+    decode_images,
+    files_digest,
+    image_files,
+    read_cifar,
+    resolve_cache_dir,
+)
 from fewshot_sla.io import normalize as _normalize
 from fewshot_sla.utils import DataError
 
@@ -63,7 +72,7 @@ DATASETS = ("cifar10", "cifar100", "imagefolder")
 # Per-channel statistics LDAM-DRW normalises with (cifar_train.py); kept for comparability.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the project's one rule (fewshot_sla.io)
 
 #: ``(mean, std)`` per channel on the [0, 1] scale.
 Stats: TypeAlias = tuple[tuple[float, ...], tuple[float, ...]]
@@ -217,20 +226,12 @@ def _download_cifar(dataset: str, root: Path) -> None:
 
 
 def _list_split(split_dir: Path) -> tuple[list[str], list[list[Path]], str]:
-    """Sorted class folders, their sorted image files, and a digest of (class, name, size) for the cache key."""
-    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
-    files, lines = [], []
-    for c in classes:
-        entries = sorted(
-            (
-                e
-                for e in os.scandir(split_dir / c)
-                if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
-            ),
-            key=lambda e: e.name,
-        )
-        lines += [f"{c}/{e.name}:{e.stat().st_size}" for e in entries]
-        files.append([Path(e.path) for e in entries])
+    """Sorted class folders, their sorted image files (the project's one lister, :func:`fewshot_sla.io.class_folders`
+    and :func:`~fewshot_sla.io.image_files`), and a digest of (class, name, size) for the cache key."""
+    folders = class_folders(split_dir)
+    classes = [f.name for f in folders]
+    files = [image_files(f) for f in folders]
+    lines = [f"{c}/{p.name}:{p.stat().st_size}" for c, fs in zip(classes, files) for p in fs]
     return classes, files, files_digest(lines)
 
 

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from fewshot_sla import SLAClassifier, checkpoint, runs
 from fewshot_sla.config import ConfigError, load_config
-from fewshot_sla.io import decode_images
+from fewshot_sla.io import class_folders, decode_images, image_files
 from fewshot_sla.utils import DataError, inference_batches, read_json
 
 from .config import LTConfig
@@ -210,8 +210,7 @@ def _train_image_size(cfg: LTConfig) -> int:
 
     train = Path(cfg.data_root).expanduser() / "train"
     try:
-        first_class = min(p for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
-        first = min(p for p in first_class.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        first = image_files(class_folders(train)[0])[0]
         with Image.open(first) as im:
             w, h = im.size
     except (OSError, ValueError) as e:  # the folder is gone or moved (min() of nothing is a ValueError)
