@@ -20,8 +20,8 @@ def prototypes(features: Tensor, labels: Tensor, ways: int) -> Tensor:
 
 #: how a metric learner runs the encoder over an episode: ``joint`` = support and query in one call (in training
 #: mode BatchNorm then normalises both with the statistics of their union), ``separate`` = two calls (each set with
-#: its own statistics, as easyfsl's and Snell et al.'s code do). In eval mode (BatchNorm on running statistics) both
-#: give the same features.
+#: its own statistics, as easyfsl's and MetaOptNet's code do). In eval mode (BatchNorm on running statistics) both
+#: give the same features, and the learner makes one call (so evaluation is the same for both).
 ENCODINGS = ("joint", "separate")
 
 
@@ -35,7 +35,7 @@ class MetricLearner(nn.Module):
     encode: str = "joint"
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None) -> Tensor:
-        if self.encode == "separate":
+        if self.encode == "separate" and self.training:  # in eval mode the two are the same features: one call
             return self.head_from_features(self.encoder(support_x), support_y, self.encoder(query_x), ways)
         f = self.encoder(torch.cat([support_x, query_x]))
         return self.head_from_features(f[: len(support_x)], support_y, f[len(support_x) :], ways)
