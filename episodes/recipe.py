@@ -142,11 +142,6 @@ def check_config(cfg: FewShotConfig, world_size: int = 1) -> None:
         if cfg.batch_size % world_size or cfg.batch_size // world_size < 2:
             raise ValueError(f"--batch-size {cfg.batch_size} is the global batch: it must split evenly into the "
                              f"{world_size} processes, >= 2 images each")
-    if cfg.distance != "sqeuclidean" and cfg.learner != "protonet":
-        raise ValueError(f"--distance chooses ProtoNet's logits; --learner {cfg.learner} has its own head (drop it)")
-    if cfg.encode != "joint" and cfg.learner not in ("protonet", "r2d2", "svm"):
-        raise ValueError(f"--encode applies to protonet, r2d2 and svm; --learner {cfg.learner} runs its encoder "
-                         "otherwise (drop it)")
     if cfg.sd and (cfg.learner not in PRETRAIN or get_transform(cfg.transform).m == 1):
         raise ValueError("--sd distils the aggregated SLA teacher of --learner pretrain: it needs --learner pretrain "
                          "and a --transform other than none")

@@ -16,7 +16,8 @@ for seed in ${SEEDS:-0}; do
       .venv/bin/sla-fewshot --dataset omniglot --data-root .data --learner "$learner" --backbone conv4 \
         --ways 5 --shots 1 --queries 5 --test-ways 5 --test-shots 1 --test-queries 15 --transform "$transform" \
         --train-episodes 1000 --meta-batch 2 --lr 1e-3 --lr-step 500 --lr-gamma 0.5 --val-every 250 \
-        --val-episodes 100 --test-episodes "${episodes[$learner]}" --seed "$seed" --num-threads 1 --resume \
+        --val-episodes 100 --test-episodes "${episodes[$learner]}" --seed "$seed" --num-threads 1 \
+        --distance sqeuclidean --encode joint --resume \
         --out "$runs/${learner}_${transform}_s$seed"
     done
   done

@@ -17,7 +17,8 @@ for model in "none" "none --class-rotations" "rotation"; do
   .venv/bin/sla-fewshot --dataset omniglot --data-root .data --learner protonet --backbone conv4 \
     --ways 20 --shots 1 --queries 5 --test-ways 5 --test-shots 1 --test-queries 15 --transform "$@" \
     --train-episodes 2000 --lr 1e-3 --lr-step 1000 --lr-gamma 0.5 --val-every 500 --val-episodes 100 \
-    --test-episodes 600 --seed $seed --num-threads 1 --resume --out $runs/$name
+    --test-episodes 600 --seed $seed --num-threads 1 --distance sqeuclidean --encode joint --resume \
+    --out $runs/$name
   for shape in "5 1" "5 5" "20 1" "20 5"; do
     set -- $shape
     out=$runs/test/${name}_${1}w${2}s
