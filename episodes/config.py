@@ -34,8 +34,8 @@ class FewShotConfig:
     val_every_epochs: int = 5  # pretrain: validate on val episodes every N epochs (0 = only after the last)
     test_head: Literal["ncm", "logreg"] = "ncm"  # pretrain: head on L2-normalised frozen features (nearest mean; RFS)
     sd: bool = False  # pretrain with SLA: also train a C_train-way head distilled from the aggregated teacher (SLA+SD)
-    distance: Literal["sqeuclidean", "euclidean"] = "sqeuclidean"  # protonet: minus the squared or plain distance
-    encode: Literal["joint", "separate"] = "joint"  # protonet/r2d2/svm training: support + query in 1 encoder call or 2
+    distance: Literal["sqeuclidean", "euclidean"] = "euclidean"  # protonet: minus the plain or squared distance
+    encode: Literal["joint", "separate"] = "separate"  # training: support and query in 2 encoder calls, or 1
     inner_lr: float = 0.4  # maml family: inner-loop learning rate (Omniglot 0.4, mini-ImageNet 0.01)
     inner_steps: int = 1  # maml family: inner-loop steps in meta-training
     test_inner_steps: int = 3  # maml family: inner-loop steps at validation and test

@@ -24,7 +24,7 @@ epochs=${EPOCHS:-1}
 py=${PYTHON:-.venv/bin/python}
 common=(--dataset tiny-imagenet --data-root "$data" --backbone conv4 --ways 5 --shots 1 --queries 5 --test-ways 5
         --test-shots 1 --test-queries 15 --val-episodes 50 --test-episodes "${TEST_EPISODES:-0}"
-        --num-threads "${THREADS:-1}" --resume)
+        --num-threads "${THREADS:-1}" --distance sqeuclidean --encode joint --resume)
 
 finished() { [ -f "$1/metrics.json" ] && grep -q '"test/acc"' "$1/metrics.json"; }
 

@@ -49,11 +49,16 @@ def test_data_identity_names_image_folders_by_their_files_only(mod: ModuleType, 
 def test_longtail_legacy_defaults_are_the_old_behaviour():
     assert lt_reporting.LEGACY_DEFAULTS == {"vs_gamma": 0.2, "vs_tau": 1.2, "sam_rho": 0.0, "warmup": "epoch",
                                             "norm_stats": "cifar", "sync_bn": False}
-    # the few-shot keys added since the committed runs (pretrain's, --init) do not act on episodic learners: their
-    # old-behaviour values are the defaults
+    # the few-shot keys added since the committed runs: pretrain's and --init do not act on episodic learners (their
+    # old-behaviour values are the defaults); the committed ProtoNets used the squared distance and one encoder call,
+    # which are no longer the defaults
     from episodes.config import FewShotConfig
 
-    assert fs_reporting.LEGACY_DEFAULTS == {k: getattr(FewShotConfig(), k) for k in fs_reporting.LEGACY_DEFAULTS}
+    legacy = fs_reporting.LEGACY_DEFAULTS
+    inert = {k: v for k, v in legacy.items() if k not in ("distance", "encode")}
+    assert inert == {k: getattr(FewShotConfig(), k) for k in inert}
+    assert (legacy["distance"], legacy["encode"]) == ("sqeuclidean", "joint")
+    assert (FewShotConfig().distance, FewShotConfig().encode) == ("euclidean", "separate")
     assert set(fs_reporting.LEGACY_DEFAULTS) == {"pretrain_epochs", "batch_size", "val_every_epochs", "test_head",
                                                  "sd", "init", "distance", "encode"}
 
