@@ -102,7 +102,8 @@ def test_the_committed_records_are_up_to_date():
         assert upgrade_script.upgrade(m) == m, f
 
 
-@pytest.mark.parametrize("name", ["omniglot_cpu", "omniglot_learners_cpu", "longtail_cpu_protocol"])
+@pytest.mark.parametrize("name", ["omniglot_cpu", "omniglot_learners_cpu", "longtail_cpu_protocol",
+                                  "omniglot_protonet_variants_cpu"])
 def test_the_committed_tables_are_what_the_committed_records_give(name: str):
     runs = ROOT / "docs" / "runs" / name
     committed = (ROOT / "docs" / "runs" / f"{name}_report" / "report.md").read_text()
