@@ -20,7 +20,7 @@ used (learn2learn's install brings it; else ``pip install qpth``).
 ``P + D`` (``D`` the diagonal barrier term of an iteration) is block-diagonal with ``ways`` blocks
 ``K + ridge I + D_k`` of size ``S x S``, and the equality constraint couples the blocks through an ``S x S`` Schur
 complement ``sum_k (K + ridge I + D_k)^-1``; one Newton step costs ``O(ways S^3)`` instead of qpth's
-``O((ways S)^3)``. Each episode iterates until its own residuals and duality gap fall below ``tol`` (1e-12; float64),
+``O((ways S)^3)``. Each episode iterates until its own residuals and duality gap fall below ``tol`` (1e-11; float64),
 so its solution does not depend on the other episodes of the batch, and it agrees with qpth run to convergence to
 the solvers' tolerance (tests/episodes/test_svm.py).
 """
@@ -89,7 +89,7 @@ def svm_head(
 
 def svm_dual_batched(
     gram: Tensor, support_y: Tensor, ways: int, c: float = 0.1, ridge: float = 1.0, max_iter: int = 60,
-    tol: float = 1e-12,
+    tol: float = 1e-11,
 ) -> Tensor:
     """The Crammer-Singer dual of many episodes at once (the QP of :func:`svm_head`), solved to ``tol``.
 
