@@ -41,6 +41,7 @@ from fewshot_sla.utils import DataError, atomic_torch_save
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "channel_stats",
     "class_folders",
     "image_files",
     "safe_load_pickle",
@@ -618,6 +619,35 @@ def cached_decode(
 # --------------------------------------------------------------------------------------------------------------------
 # Normalisation
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and standard deviation of each channel of a uint8 ``(N, C, H, W)`` set, on the [0, 1] scale.
+
+    Exact and deterministic: a histogram of the 256 levels per channel (integer counts, so no float sum drifts with
+    the order or the number of images), then ``mean = sum_v p_v * v / 255`` and the population
+    ``std = sqrt(sum_v p_v * (v / 255)^2 - mean^2)``. A channel without variation gets std 1 (normalising it then only
+    subtracts its mean) rather than a division by 0. The one implementation behind every loader that measures a
+    training split's statistics (few-shot image folders and Tiny ImageNet, long-tail image folders).
+
+    Raises:
+        ValueError: ``images`` is not a non-empty uint8 ``(N, C, H, W)`` tensor.
+    """
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4 or not len(images):
+        got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"channel_stats: expected a non-empty uint8 tensor (N, C, H, W), got {got}")
+    x = images.detach().cpu().numpy()
+    c = x.shape[1]
+    hist = np.zeros((c, 256), dtype=np.int64)
+    for a in range(0, len(x), chunk):  # chunked: a channel's slice is copied to be raveled, never the whole set
+        for ch in range(c):
+            hist[ch] += np.bincount(x[a : a + chunk, ch].ravel(), minlength=256)
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    p = hist / hist.sum(axis=1, keepdims=True)
+    mean = p @ levels
+    std = np.sqrt(np.maximum(p @ levels**2 - mean**2, 0.0))
+    std = np.where(std < 1e-6, 1.0, std)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

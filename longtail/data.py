@@ -35,6 +35,7 @@ from fewshot_sla.counts import PROFILES, class_counts
 from fewshot_sla.io import (
     IMAGE_SUFFIXES,
     cached_decode,
+    channel_stats,
     class_folders,
     decode_images,
     files_digest,
@@ -384,33 +385,6 @@ def load_longtail(
 # --------------------------------------------------------------------------------------------
 # Normalisation statistics
 # --------------------------------------------------------------------------------------------
-
-
-def channel_stats(images: Tensor, chunk: int = 4096) -> Stats:
-    """Mean and standard deviation of each channel of a uint8 ``(N, C, H, W)`` set, on the [0, 1] scale.
-
-    Exact and deterministic: a histogram of the 256 levels per channel (integer counts, so no float sum drifts
-    with the order or the number of images), then ``mean = sum_v p_v * v / 255`` and the population
-    ``std = sqrt(sum_v p_v * (v / 255)^2 - mean^2)``. A channel without variation gets std 1 (normalising it then
-    only subtracts its mean) rather than a division by 0.
-
-    Raises:
-        ValueError: ``images`` is not a non-empty uint8 ``(N, C, H, W)`` tensor.
-    """
-    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4 or not len(images):
-        got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"channel_stats: expected a non-empty uint8 tensor (N, C, H, W), got {got}")
-    x = images.detach().cpu()
-    hist = torch.zeros(x.shape[1], 256, dtype=torch.int64)
-    for a in range(0, len(x), chunk):  # a chunk of images at a time: never a copy of the whole set
-        part = x[a : a + chunk].transpose(0, 1).reshape(x.shape[1], -1).long()
-        hist.scatter_add_(1, part, torch.ones_like(part))
-    p = hist.double() / hist.sum(1, keepdim=True)
-    levels = torch.arange(256, dtype=torch.float64) / 255.0
-    mean = p @ levels
-    std = torch.sqrt(torch.clamp(p @ levels**2 - mean**2, min=0.0))
-    std = torch.where(std < 1e-6, torch.ones_like(std), std)
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 def dataset_stats(dataset: str, train_images: Tensor) -> Stats:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fewshot_sla.io import channel_stats
+
 __all__ = ["SPLITS", "Stats", "FewShotData", "LoadRequest", "image_stats", "rotate_classes", "gather", "SPLITS_DIR"]
 
 SPLITS = ("train", "val", "test")
@@ -78,31 +80,8 @@ class FewShotData:
         return int(self.labels.shape[0])
 
 
-def image_stats(images: Tensor, chunk: int = 4096) -> Stats:
-    """Mean and standard deviation of each channel of a uint8 ``(N, C, H, W)`` set, on the [0, 1] scale.
-
-    Exact (from a histogram of the 256 levels per channel, so no float sums drift) and deterministic: whoever has the
-    same train images gets the same numbers. A channel with no variation gets std 1 (normalising it then only
-    subtracts the mean), since dividing by 0 would turn it into NaNs.
-
-    Raises:
-        ValueError: ``images`` is not a non-empty uint8 ``(N, C, H, W)`` tensor.
-    """
-    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4 or not len(images):
-        got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"image_stats: expected a non-empty uint8 tensor (N, C, H, W), got {got}")
-    x = images.cpu().numpy()
-    c = x.shape[1]
-    hist = np.zeros((c, 256), dtype=np.int64)
-    for a in range(0, len(x), chunk):  # chunked: a channel's slice is copied to be raveled, never the whole set
-        for ch in range(c):
-            hist[ch] += np.bincount(x[a : a + chunk, ch].ravel(), minlength=256)
-    levels = np.arange(256, dtype=np.float64) / 255.0
-    p = hist / hist.sum(axis=1, keepdims=True)
-    mean = p @ levels
-    std = np.sqrt(np.maximum(p @ levels**2 - mean**2, 0.0))
-    std = np.where(std < 1e-6, 1.0, std)
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+#: Exact per-channel mean and std of a uint8 split (:func:`fewshot_sla.io.channel_stats`, the project's one).
+image_stats = channel_stats
 
 
 def rotate_classes(data: FewShotData) -> FewShotData:
