@@ -76,6 +76,7 @@ class RunSpec:
     stop_after: int = 0  # stop after this many units of this invocation (0 = never)
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
     progress: bool = True  # tqdm bars (rank 0)
+    compile_mode: str = "default"  # torch.compile's mode: default, reduce-overhead (CUDA graphs), max-autotune...
 
 
 @dataclass
@@ -313,7 +314,7 @@ def _training_model(task: nn.Module, ctx: Context) -> nn.Module:
             else {"broadcast_buffers": False})
         model = ddp(task, device_ids=ids, **no_broadcast)
     if ctx.spec.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
+        model = torch.compile(model, mode=ctx.spec.compile_mode)  # type: ignore[assignment]
     return model
 
 

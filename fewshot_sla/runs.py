@@ -44,11 +44,13 @@ FORMAT = "fewshot-sla/run/1"
 #: executes, not what it computes. ``amp``, ``channels_last`` and ``compile`` change the numerics in the last bits,
 #: not the method: they do not split a group, but a resumed run may not change them (:func:`check_resume`).
 RUN_KEYS: frozenset[str] = frozenset(
-    {"seed", "out", "device", "amp", "channels_last", "compile", "resume", "stop_after", "num_threads", "progress",
-     "wandb"}
+    {"seed", "out", "device", "amp", "channels_last", "compile", "compile_mode", "resume", "stop_after", "num_threads",
+     "progress", "wandb"}
 )
 #: Of :data:`RUN_KEYS`, those a resumed or re-tested run may change (bookkeeping only).
-FREE_RUN_KEYS: frozenset[str] = frozenset({"out", "device", "resume", "stop_after", "num_threads", "progress", "wandb"})
+FREE_RUN_KEYS: frozenset[str] = frozenset(
+    {"out", "device", "resume", "stop_after", "num_threads", "progress", "wandb", "compile_mode"}
+)
 
 
 def canonical(obj: Any) -> str:

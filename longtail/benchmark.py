@@ -44,7 +44,7 @@ def run(cfg: LTConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; returns the metrics (the content of metrics.json)."""
     check_config(cfg, dist_info().world_size)
     spec = eng.RunSpec(cfg.out, cfg.seed, cfg.device, cfg.amp, cfg.channels_last, cfg.compile, cfg.resume,
-                       cfg.stop_after, cfg.num_threads)
+                       cfg.stop_after, cfg.num_threads, compile_mode=cfg.compile_mode)
     ctx = eng.setup(spec)
     data = load_data(cfg, progress=ctx.is_main)
     recipe, record = open_run(cfg, data, ctx.out, write=ctx.is_main)

@@ -31,6 +31,7 @@ class LTConfig:
     schedule: Literal["ldam", "cosine"] = "ldam"  # lr: LDAM-DRW's steps (x0.01 at 80% and 90%) or warm-up + cosine
     warmup: Literal["step", "epoch"] = "step"  # lr warm-up per optimiser step, or per epoch (older runs: epoch)
     batch_size: int = 128  # global batch (all processes together) before SLA's M copies
+    drop_last: bool = False  # drop an epoch's last partial batch (static shapes, e.g. for CUDA graphs)
     lr: float = 0.1  # base learning rate (SGD)
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 2e-4  # SGD weight decay
@@ -43,6 +44,8 @@ class LTConfig:
     amp: bool = False  # bf16 autocast (CUDA; CPU with native bf16: ~1.6x faster on AVX512-BF16)
     channels_last: bool = False  # channels-last memory format
     compile: bool = False  # torch.compile the training step (CUDA)
+    # torch.compile's mode with --compile (reduce-overhead: CUDA graphs; speed only, not what is computed)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch (torch's SyncBatchNorm: CUDA)
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
     num_threads: int = 0  # torch CPU threads (0 = torch's default)

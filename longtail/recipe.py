@@ -334,11 +334,11 @@ def sync_batchnorm(model: M, sync: bool, device: torch.device, world_size: int) 
     return cast(M, nn.SyncBatchNorm.convert_sync_batchnorm(model))
 
 
-def _batches_per_epoch(total: int, batch_size: int, world_size: int) -> int:
-    """Batches of an epoch of ``total`` draws (all ranks) in global batches: a last one of < 2 images per rank
-    is dropped (BatchNorm needs two)."""
+def _batches_per_epoch(total: int, batch_size: int, world_size: int, drop_last: bool = False) -> int:
+    """Batches of an epoch of ``total`` draws (all ranks) in global batches: a last partial one is dropped when
+    ``drop_last``, and always when it has < 2 images per rank (BatchNorm needs two)."""
     full, rest = divmod(total, batch_size)
-    return full + (rest // world_size >= 2)
+    return full + (not drop_last and rest // world_size >= 2)
 
 
 def make_loop(recipe: Recipe, ctx: eng.Context, data: LTData, model: SLAClassifier) -> eng.Loop:
@@ -354,14 +354,14 @@ def make_loop(recipe: Recipe, ctx: eng.Context, data: LTData, model: SLAClassifi
     sampler = recipe.sampler(data.train_labels, seed=cfg.seed, num_epochs=cfg.epochs, rank=rank, world_size=world)
     # The training set lives where the model trains (uint8: 37 MB for CIFAR-10-LT-100); no host round-trip.
     train_x, train_y = data.train_images.to(ctx.device), data.train_labels.to(ctx.device)
-    n_batches = _batches_per_epoch(len(sampler) * world, cfg.batch_size, world)
+    n_batches = _batches_per_epoch(len(sampler) * world, cfg.batch_size, world, cfg.drop_last)
 
     def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         idx = sampler.global_indices(epoch).to(ctx.device)
         gen = torch.Generator().manual_seed(eng.stream_seed(cfg.seed, epoch, 0))  # draws on the CPU, any device
         for s in range(0, len(idx), cfg.batch_size):
             b = idx[s : s + cfg.batch_size]
-            if len(b) // world >= 2:  # BatchNorm needs two images
+            if len(b) // world >= 2 and not (cfg.drop_last and len(b) < cfg.batch_size):  # BatchNorm needs two
                 yield recipe.normalize(random_crop_flip(train_x[b], gen, 4)[rank::world]), train_y[b[rank::world]]
 
     def stats(out: dict[str, Tensor], batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:

@@ -38,6 +38,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "warmup": "epoch",  # before per-step warm-up: the lr was set once per epoch (a 1-epoch warm-up did nothing)
     "norm_stats": "cifar",  # before a folder's own statistics: CIFAR-10's, whatever the folder held
     "sync_bn": False,
+    "drop_last": False,  # before --drop-last: an epoch's last partial batch trained
 }
 
 _LEGEND = (
