@@ -1,0 +1,169 @@
+"""``longtail.budget``: pairing, exact gains and spreads, skipped runs, separate schedules, the plot and the CLI on the
+committed 30-epoch protocol."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fewshot_sla.report import ReportError
+from fewshot_sla.runs import group_id, identity
+from longtail.budget import main, write_budget
+from longtail.reporting import GROUP_IGNORE, REPORT
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOCOL = ROOT / "docs" / "runs" / "longtail_cpu_protocol"
+
+# The config of docs/runs/longtail_cpu_protocol/logit-adjusted_slasd_s0/metrics.json, with today's keys.
+CONFIG: dict[str, Any] = {
+    "dataset": "imagefolder", "data_root": ".data/cifar10-jpeg", "download": False, "imbalance_ratio": 100.0,
+    "profile": "exp", "norm_stats": "cifar", "subset_seed": 0, "loss": "logit-adjusted", "sampler": "instance",
+    "vs_gamma": 0.2, "vs_tau": 1.2, "drw": False, "transform": "rotation", "sd": True, "temperature": 1.0,
+    "epochs": 30, "schedule": "cosine", "warmup": "epoch", "batch_size": 64, "lr": 0.1, "momentum": 0.9,
+    "weight_decay": 0.0002, "sam_rho": 0.0, "backbone": "resnet32", "seed": 0, "out": "runs/x", "wandb": "offline",
+    "resume": True, "amp": False, "channels_last": True, "compile": False, "sync_bn": False, "device": "auto",
+    "num_threads": 2, "limit_train": 0, "limit_test": 0, "eval_every": 0, "stop_after": 0, "grid_loss": [],
+    "grid_transform": [],
+}
+
+
+def write_run(root: Path, name: str, acc: float | None, agg: float | None = None, dist: float | None = None,
+              files: str = "de6606d18760d271", record_only: bool = False, **cfg: Any) -> Path:
+    """A run folder as ``sla-longtail`` writes it: metrics.json with the test metrics, config, identity, group and
+    report (``acc`` None: still training, only config.yaml and recipe.json)."""
+    config = {**CONFIG, **cfg}
+    ident = identity(config, GROUP_IGNORE, {"files": files})
+    blocks = {"identity": ident, "group": group_id(ident), "report": REPORT}
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))
+    if acc is None:
+        (d / "recipe.json").write_text(json.dumps({"format": "fewshot-sla/run/1", "kind": "longtail",
+                                                   "config": config, **blocks}))
+        return d
+    metrics: dict[str, Any] = {"epochs_done": config["epochs"], "test/acc": acc}
+    if config["sd"]:
+        metrics.update({"test/acc_agg": agg, "test/acc_distilled": dist, "test/main_mode": "distilled"})
+    else:
+        metrics["test/main_mode"] = "single"
+    metrics.update({"test/balanced_acc": acc, "test/acc_many": acc, "test/acc_medium": acc, "test/acc_few": None,
+                    "config": config, "git_commit": "0" * 40, "seed": config["seed"], "subset_seed": 0,
+                    "class_counts": [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50], "world_size": 1, **blocks})
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    return d
+
+
+def base(root: Path, epochs: int, seed: int, acc: float | None, **kw: Any) -> Path:
+    return write_run(root, f"e{epochs}/la_baseline_s{seed}", acc, epochs=epochs, seed=seed, transform="none",
+                     sd=False, **kw)
+
+
+def slasd(root: Path, epochs: int, seed: int, si: float, ag: float, sd: float, **kw: Any) -> Path:
+    return write_run(root, f"e{epochs}/la_slasd_s{seed}", si, ag, sd, epochs=epochs, seed=seed, **kw)
+
+
+def rows(result: dict[str, Any], loss: str = "logit-adjusted", curve: int = 0) -> dict[int, dict[str, Any]]:
+    return {r["epochs"]: r for r in result["curves"][curve]["losses"][loss]}
+
+
+def test_paired_gains_means_and_stds_by_hand(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    base(runs, 10, 0, 0.60)
+    slasd(runs, 10, 0, 0.63, 0.61, 0.65)
+    base(runs, 10, 1, 0.62)
+    slasd(runs, 10, 1, 0.60, 0.58, 0.64)
+    base(runs, 20, 0, 0.70)
+    slasd(runs, 20, 0, 0.69, 0.68, 0.71)
+    res = write_budget([runs], tmp_path / "out")
+    r10, r20 = rows(res)[10], rows(res)[20]
+    assert r10["seeds"] == [0, 1]
+    assert r10["gain_sd"]["values"] == pytest.approx([5.0, 2.0])
+    assert r10["gain_sd"]["mean"] == pytest.approx(3.5)
+    assert r10["gain_sd"]["std"] == pytest.approx(math.sqrt(4.5))  # ((1.5^2 + 1.5^2) / (2 - 1)) ** 0.5
+    assert r10["baseline"]["mean"] == pytest.approx(61.0) and r10["baseline"]["std"] == pytest.approx(math.sqrt(2))
+    assert r10["sla_sd"]["mean"] == pytest.approx(64.5)
+    assert r10["sla_si"]["mean"] == pytest.approx(61.5) and r10["sla_ag"]["mean"] == pytest.approx(59.5)
+    assert r10["gain_si"]["values"] == pytest.approx([3.0, -2.0])
+    assert r10["gain_ag"]["values"] == pytest.approx([1.0, -4.0])
+    assert r20["gain_sd"]["values"] == pytest.approx([1.0]) and math.isnan(r20["gain_sd"]["std"])
+    md = (tmp_path / "out" / "budget.md").read_text()
+    assert "| 10     | 0,1   | 61.00 +- 1.41 | 64.50 +- 0.71 |" in md
+    assert "+3.50 +- 2.12" in md and "+5.00, +2.00" in md
+    assert "+1.00 +- n/a" in md  # one seed: no std
+    saved = json.loads((tmp_path / "out" / "budget.json").read_text())
+    assert saved["curves"][0]["losses"]["logit-adjusted"][1]["gain_sd"]["std"] is None  # strict JSON: null
+    png = (tmp_path / "out" / "gain_vs_epochs.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_unfinished_and_unpaired_runs_are_skipped_with_a_note(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    base(runs, 10, 0, 0.60)
+    slasd(runs, 10, 0, 0.63, 0.61, 0.65)
+    base(runs, 10, 1, None)  # still training: config.yaml and recipe.json only
+    slasd(runs, 10, 1, 0.60, 0.58, 0.64)
+    res = write_budget([runs], tmp_path / "out")
+    assert rows(res)[10]["seeds"] == [0] and rows(res)[10]["gain_sd"]["values"] == pytest.approx([5.0])
+    notes = "\n".join(res["notes"])
+    assert "la_baseline_s1`: skipped (no test/acc): unfinished" in notes
+    assert "la_slasd_s1`: skipped, a slasd run without its pair" in notes
+    assert "la_slasd_s1" in (tmp_path / "out" / "budget.md").read_text()
+
+
+def test_another_schedule_is_its_own_curve_and_speed_keys_are_not(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    base(runs, 10, 0, 0.60)
+    slasd(runs, 10, 0, 0.63, 0.61, 0.65, amp=True, num_threads=1, channels_last=False)  # speed only: same curve
+    base(runs, 10, 1, 0.62, warmup="step")  # another warm-up is another schedule
+    slasd(runs, 10, 1, 0.60, 0.58, 0.64, warmup="step")
+    write_run(runs, "gpu/la_baseline_s0", 0.80, epochs=200, batch_size=128, transform="none", sd=False)
+    write_run(runs, "gpu/la_slasd_s0", 0.80, 0.80, 0.90, epochs=200, batch_size=128)
+    res = write_budget([runs], tmp_path / "out")
+    labels = [c["label"] for c in res["curves"]]
+    assert labels == ["warmup=epoch batch_size=64", "warmup=step batch_size=64", "warmup=epoch batch_size=128"]
+    assert rows(res, curve=0).keys() == {10} and rows(res, curve=0)[10]["gain_sd"]["values"] == pytest.approx([5.0])
+    assert rows(res, curve=1)[10]["gain_sd"]["values"] == pytest.approx([2.0])
+    assert rows(res, curve=2)[200]["gain_sd"]["values"] == pytest.approx([10.0])
+    md = (tmp_path / "out" / "budget.md").read_text()
+    assert "## logit-adjusted (warmup=epoch batch_size=128)" in md
+
+
+def test_same_data_joins_two_names_of_one_folder(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    base(runs, 10, 0, 0.60)
+    slasd(runs, 10, 0, 0.63, 0.61, 0.65)
+    base(runs, 30, 0, 0.68, files="cifar10-jpeg-materialized")
+    slasd(runs, 30, 0, 0.72, 0.70, 0.72, files="cifar10-jpeg-materialized")
+    apart = write_budget([runs], tmp_path / "a")
+    labels = [c["label"] for c in apart["curves"]]
+    assert labels == ["data.files=de6606d18760d271", "data.files=cifar10-jpeg-materialized"]
+    joined = write_budget([runs], tmp_path / "b", same_data={"cifar10-jpeg-materialized": "de6606d18760d271"})
+    assert len(joined["curves"]) == 1 and rows(joined).keys() == {10, 30}
+
+
+def test_two_copies_of_one_run_are_refused(tmp_path: Path) -> None:
+    base(tmp_path / "a", 10, 0, 0.60)
+    base(tmp_path / "b", 10, 0, 0.60)
+    slasd(tmp_path / "a", 10, 0, 0.63, 0.61, 0.65)
+    with pytest.raises(ReportError, match="two baseline runs of loss logit-adjusted, 10 epochs, seed 0"):
+        write_budget([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+
+
+@pytest.mark.skipif(not PROTOCOL.is_dir(), reason="docs/runs/longtail_cpu_protocol is not in this checkout")
+def test_cli_on_the_committed_30_epoch_protocol(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(PROTOCOL), "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "budget.json").read_text())
+    assert [c["label"] for c in res["curves"]] == [""]  # one schedule
+    la = rows(res)[30]
+    assert la["seeds"] == [0, 1, 2]
+    assert la["gain_sd"]["values"] == pytest.approx([4.41, 2.71, 0.94])  # 72.65-68.24, 73.43-70.72, 71.31-70.37
+    assert round(la["gain_sd"]["mean"], 1) == 2.7
+    assert round(rows(res, "ldam+drw")[30]["gain_sd"]["mean"], 1) == 4.0
+    assert round(rows(res, "ce")[30]["gain_sd"]["mean"], 1) == -2.5
+    assert "| 30     | 0,1,2 | 69.78 +- 1.34 | 72.46 +- 1.07 |" in capsys.readouterr().out
+    assert (tmp_path / "gain_vs_epochs.png").is_file()
+    assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
