@@ -216,8 +216,9 @@ def _barrier(folder: Path, index: int, parties: int) -> None:
 def measure_processes(processes: int, regime: str, variant: str, device: str = "cpu", batch: int = 128,
                       warmup: int = 5, steps: int = 20, threads: int = 0, timeout: float = 600.0) -> StepTiming:
     """:func:`measure` in ``processes`` processes at once on one device, timing the same window (a file barrier
-    after the warm-up); per-model figures are the processes' mean, ``total_images_s`` their sum."""
-    if processes == 1:
+    after the warm-up); per-model figures are the processes' mean, ``total_images_s`` their sum. One eager
+    process measures in this one; a compiled variant always in a process of its own, within ``timeout``."""
+    if processes == 1 and not VARIANTS[variant].compile:  # compiling runs apart: a failure cannot poison this one
         return measure(regime, variant, device, batch, warmup, steps, threads)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                                      os.environ.get("PYTHONPATH")]))}
