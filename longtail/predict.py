@@ -171,8 +171,9 @@ class LongTailPredictor:
             mode: ``"distilled"`` (SLA+SD head, runs trained with ``--sd``), ``"aggregated"`` (SLA+AG: the joint
                 logits of the ``M`` transformed copies averaged) or ``"single"`` (SLA+SI: the untransformed copy);
                 None = :attr:`main_mode`, the run's headline mode.
-            batch_size: images per forward pass; 0 = the run's test evaluation's (``--eval-batch``, by default
-                per device: :func:`longtail.recipe.eval_batch_size`). It sets the speed, not the scores.
+            batch_size: inputs per forward pass (``"aggregated"``: ``batch_size // M`` images' ``M`` copies); 0 =
+                the run's test evaluation's (``--eval-batch``, by default per device:
+                :func:`longtail.recipe.eval_batch_size`). It sets the speed, not the scores.
 
         Returns:
             ``(B, C)`` float32 probabilities on the CPU, rows summing to 1: ``softmax(s * logits)`` with ``s`` =
@@ -193,7 +194,8 @@ class LongTailPredictor:
 
         x = self.load_images(images)
         scale = self.logit_scale(mode)
-        batch = eval_batch_size(batch_size or self.cfg.eval_batch, self.device)
+        copies = self.model.m if mode == "aggregated" else 1
+        batch = eval_batch_size(batch_size or self.cfg.eval_batch, self.device, copies)
         out = []
         for rows in inference_batches(len(x), batch):  # the batching of the run's test evaluation
             chunk = x[rows]

@@ -407,10 +407,14 @@ def make_loop(recipe: Recipe, ctx: eng.Context, data: LTData, model: SLAClassifi
 
 
 # -- test and report --------------------------------------------------------------------------------------------------
-def eval_batch_size(batch: int, device: torch.device) -> int:
-    """The test evaluation's images per forward pass: ``batch`` (``--eval-batch``), or for 0 the device type's
-    :data:`EVAL_BATCH` (500 for a type it does not name)."""
-    return batch if batch > 0 else EVAL_BATCH.get(device.type, 500)
+def eval_batch_size(batch: int, device: torch.device, copies: int = 1) -> int:
+    """Test images per batch, so that no forward pass sees more than ``batch`` (``--eval-batch``) inputs, or for 0
+    the device type's :data:`EVAL_BATCH` (500 for a type it does not name): ``batch // copies`` images (at least
+    2) when each is scored as ``copies`` transformed copies in one pass (SLA+AG: ``M``). On the CPU ResNet-32 runs
+    about as fast at 25 to 100 inputs per pass and 1.6x slower at 400, so SLA's ``M = 4`` copies of 100 images
+    would cost the aggregated pass that much."""
+    rows = batch if batch > 0 else EVAL_BATCH.get(device.type, 500)
+    return max(2, rows // max(1, copies))
 
 
 @torch.no_grad()
@@ -420,11 +424,11 @@ def evaluate(model: SLAClassifier, images: Tensor, device: torch.device, stats: 
     ``stats`` (the run's :attr:`Recipe.stats`).
 
     Each batch is one :meth:`SLAClassifier.predict_modes` call (SLA+SD: ``1 + M`` backbone passes for its three
-    modes); ``batch`` images per pass (0 = :func:`eval_batch_size`'s per device), which sets the speed, not the
-    predictions.
+    modes) of at most ``batch`` inputs per pass (0 = per device; SLA: ``batch // M`` images, whose ``M`` copies
+    fill the aggregated pass: :func:`eval_batch_size`). The batch sets the speed, not the predictions.
     """
     preds: dict[str, list[np.ndarray]] = {m: [] for m in model.modes()}
-    for rows in inference_batches(len(images), eval_batch_size(batch, torch.device(device))):
+    for rows in inference_batches(len(images), eval_batch_size(batch, torch.device(device), model.m)):
         x = _normalize(images[rows].to(device), *stats)
         for mode, z in model.predict_modes(x).items():
             preds[mode].append(z.argmax(1).cpu().numpy())

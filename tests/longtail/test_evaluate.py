@@ -29,7 +29,8 @@ def sla_sd() -> SLAClassifier:
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    """23 uint8 test images: batches of 5 leave 3, of 11 leave a lone one (which joins the batch before it)."""
+    """23 uint8 test images: batches of 5 leave 3, of 11 leave a lone one (which joins the batch before it); of 2,
+    a lone one too."""
     return torch.randint(0, 256, (23, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
 
 
@@ -46,10 +47,11 @@ def test_evaluate_gives_each_modes_own_predictions(sla_sd, images):
 
 
 def test_the_batch_changes_no_prediction(sla_sd, images):
-    """Batches of 5 (5+5+5+5+3), 11 (11+12), auto (CPU: one batch of 23) and 500: the same classes in every mode."""
+    """At most 8, 20, 44, 100 (auto on the CPU) and 500 inputs per pass: batches of 2 (2+...+2+3), 5 (5+5+5+5+3),
+    11 (11+12), 25 and 125 images (one batch of 23) with M = 4: the same classes in every mode."""
     cpu = torch.device("cpu")
     ref = evaluate(sla_sd, images, cpu, STATS, batch=500)
-    for batch in (5, 11, 0):
+    for batch in (8, 20, 44, 0):
         got = evaluate(sla_sd, images, cpu, STATS, batch=batch)
         assert list(got) == list(ref)
         for mode in ref:
@@ -70,6 +72,9 @@ def test_eval_batch_per_device_and_by_flag():
     assert eval_batch_size(0, torch.device("cuda", 1)) == EVAL_BATCH["cuda"] == 1000
     assert eval_batch_size(0, torch.device("meta")) == 500  # a device type without an entry
     assert eval_batch_size(64, torch.device("cpu")) == eval_batch_size(64, torch.device("cuda")) == 64
+    # SLA's aggregated pass scores M copies of each image: M = 4 -> a quarter of the images, at least 2
+    assert eval_batch_size(0, torch.device("cpu"), 4) == 25 and eval_batch_size(0, torch.device("cuda"), 4) == 250
+    assert eval_batch_size(64, torch.device("cpu"), 4) == 16 and eval_batch_size(6, torch.device("cpu"), 4) == 2
 
 
 @pytest.mark.parametrize("bad", [-1, 1])
