@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
                     help=f"CUDA variants (default: {' '.join(CUDA_VARIANTS)}); CPU runs plain only unless given")
     ap.add_argument("--eval-images", type=int, default=None,
-                    help="test images evaluated, scaled to 10,000 (default: 250 on CPU, 10,000 on CUDA)")
+                    help="test images evaluated (train table: scaled to 10,000; 250 on CPU, 10,000 on CUDA; "
+                         "eval table: 10,000)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--tables", nargs="+", choices=["train", "eval"], default=["train"],
                     help="train: the training throughput (default); eval: the test evaluation vs the reference loop")
