@@ -4,6 +4,8 @@ Each regime is an ``nn.Module`` holding a backbone and its heads. ``forward(x, y
 it returns a dict with ``loss`` and the tensors metrics need; the loop touches only ``loss``.
 ``predict(x, mode)`` returns ``(B, N)`` class logits; it always runs in eval mode (BatchNorm with
 running statistics, which it leaves untouched) and restores every submodule's previous mode.
+``predict_modes(x)`` returns the logits of every mode of ``modes()`` at once, equal to ``predict(x, mode)``
+for each, sharing the backbone passes the modes have in common (what a test evaluation calls).
 
 * :class:`SLAClassifier` -- SLA (Lee, Hwang & Shin, ICML 2020): a joint ``N*M``-way head on the
   transformed copies (Eq. 5), optionally an ``N``-way self-distillation head (SLA+SD, Eq. 7),
@@ -189,6 +191,31 @@ class SLAClassifier(nn.Module):
             return self.sd_head(self.backbone(x))
         raise ValueError(f"unknown predict mode {mode!r}; choose one of {', '.join(PREDICT_MODES)}")
 
+    @_predicts_in_eval
+    def predict_modes(self, x: Tensor) -> dict[str, Tensor]:
+        """The class logits ``(B, N)`` of every mode in :meth:`modes`, in eval mode: equal to
+        ``predict(x, mode)`` for each mode (the same operations on the same inputs), in ``1 + M`` image
+        passes of the backbone instead of ``1 + M + 1``: SLA+SI and SLA+SD read one ``backbone(x)``.
+
+        The aggregated mode keeps its own pass over the ``M`` copies; its identity copy is not reused for
+        SLA+SI, since a convolution over a batch of another size may take another kernel and round
+        differently (see :func:`fewshot_sla.utils.inference_batches`), so the single logits would no longer
+        be ``predict(x, "single")``'s.
+
+        Args:
+            x: ``(B, C, H, W)``.
+
+        Returns:
+            ``{mode: (B, N)}`` in the order of :meth:`modes`.
+        """
+        feats = self.backbone(x)
+        out = {"single": self.joint_head(feats).view(x.shape[0], self.num_classes, self.m)[:, :, 0]}
+        if self.m > 1:
+            out["aggregated"] = aggregate_logits(self.joint_head(self.backbone(self.transform(x))), self.m)
+        if self.sd_head is not None:
+            out["distilled"] = self.sd_head(feats)
+        return {mode: out[mode] for mode in self.modes()}
+
     def modes(self) -> tuple[str, ...]:
         """The prediction modes this model supports."""
         if self.m == 1:
@@ -232,6 +259,11 @@ class DataAugmentation(nn.Module):
         if mode != "single":
             raise ValueError(f"DataAugmentation supports predict(mode='single') only, got {mode!r}")
         return self.head(self.backbone(x))
+
+    @_predicts_in_eval
+    def predict_modes(self, x: Tensor) -> dict[str, Tensor]:
+        """``{"single": predict(x)}``, the one mode (the interface of :meth:`SLAClassifier.predict_modes`)."""
+        return {"single": self.head(self.backbone(x))}
 
     def modes(self) -> tuple[str, ...]:
         return ("single",)
@@ -281,6 +313,11 @@ class MultiTask(nn.Module):
         if mode != "single":
             raise ValueError(f"MultiTask supports predict(mode='single') only, got {mode!r}")
         return self.class_head(self.backbone(x))
+
+    @_predicts_in_eval
+    def predict_modes(self, x: Tensor) -> dict[str, Tensor]:
+        """``{"single": predict(x)}``, the one mode (the interface of :meth:`SLAClassifier.predict_modes`)."""
+        return {"single": self.class_head(self.backbone(x))}
 
     def modes(self) -> tuple[str, ...]:
         return ("single",)

@@ -52,6 +52,7 @@ class LTConfig:
     limit_train: int = 0  # keep about N long-tailed training images, class proportions kept (tiny runs; 0 = all)
     limit_test: int = 0  # evaluate on N test images (stratified by order; 0 = all)
     eval_every: int = 0  # evaluate on the test set every N epochs (0 = only at the end)
+    eval_batch: int = 0  # test inputs per forward pass, SLA's M copies counted (0: CPU 100, CUDA 1000); speed only
     stop_after: int = 0  # stop after this many epochs of this invocation (to test --resume; 0 = never)
     grid_loss: tuple[str, ...] = ()  # grid mode: losses to run
     grid_transform: tuple[str, ...] = ()  # grid mode: transforms to run (none = baseline)

@@ -163,7 +163,7 @@ class LongTailPredictor:
         return float(getattr(crit, "logit_scale", 1.0))
 
     @torch.no_grad()
-    def predict(self, images: Images, mode: str | None = None, batch_size: int = 500) -> Tensor:
+    def predict(self, images: Images, mode: str | None = None, batch_size: int = 0) -> Tensor:
         """Class probabilities of ``images``.
 
         Args:
@@ -171,7 +171,9 @@ class LongTailPredictor:
             mode: ``"distilled"`` (SLA+SD head, runs trained with ``--sd``), ``"aggregated"`` (SLA+AG: the joint
                 logits of the ``M`` transformed copies averaged) or ``"single"`` (SLA+SI: the untransformed copy);
                 None = :attr:`main_mode`, the run's headline mode.
-            batch_size: images per forward pass (the run's test evaluation used 500).
+            batch_size: inputs per forward pass (``"aggregated"``: ``batch_size // M`` images' ``M`` copies); 0 =
+                the run's test evaluation's (``--eval-batch``, by default per device:
+                :func:`longtail.recipe.eval_batch_size`). It sets the speed, not the scores.
 
         Returns:
             ``(B, C)`` float32 probabilities on the CPU, rows summing to 1: ``softmax(s * logits)`` with ``s`` =
@@ -188,10 +190,14 @@ class LongTailPredictor:
                 f"mode {mode!r} is not available: this run's model has modes {', '.join(self.modes)}"
                 + (f" (mode {mode!r} needs a run {need[mode]})" if mode in need else "")
             )
+        from .recipe import eval_batch_size  # here: `import longtail` stays light
+
         x = self.load_images(images)
         scale = self.logit_scale(mode)
+        copies = self.model.m if mode == "aggregated" else 1
+        batch = eval_batch_size(batch_size or self.cfg.eval_batch, self.device, copies)
         out = []
-        for rows in inference_batches(len(x), batch_size):  # the batching of the run's test evaluation
+        for rows in inference_batches(len(x), batch):  # the batching of the run's test evaluation
             chunk = x[rows]
             n = len(chunk)
             if n == 1:  # a single image: scored as in a batch (see inference_batches), then kept alone

@@ -48,16 +48,23 @@ from .samplers import SAMPLERS, LTSampler
 from .schedules import SCHEDULES, WARMUPS, LTSchedule, lr_at, scale_epochs
 
 __all__ = [
-    "KIND", "FREE_KEYS", "LOSS_OPTIONS", "Recipe", "check_config", "load_data", "resolve", "build_recipe",
-    "from_record", "open_run", "build_model", "sync_batchnorm", "make_loop", "evaluate", "main_mode", "report",
-    "finish",
+    "KIND", "FREE_KEYS", "EVAL_BATCH", "LOSS_OPTIONS", "Recipe", "check_config", "load_data", "resolve",
+    "build_recipe", "from_record", "open_run", "build_model", "sync_batchnorm", "make_loop", "eval_batch_size",
+    "evaluate", "main_mode", "report", "finish",
 ]
 
 #: The run record's kind (``OUT/recipe.json``'s ``"kind"``).
 KIND = "longtail"
 #: Config keys a resumed run may change besides :data:`fewshot_sla.runs.FREE_RUN_KEYS`: where the data lives (its
-#: content is checked against the record instead) and how often the test set is looked at during training.
-FREE_KEYS: tuple[str, ...] = ("data_root", "download", "eval_every")
+#: content is checked against the record instead), how often the test set is looked at during training and in
+#: batches of how many images (speed only).
+FREE_KEYS: tuple[str, ...] = ("data_root", "download", "eval_every", "eval_batch")
+#: The test evaluation's images per forward pass under ``--eval-batch 0``, per device type (others: 500). On the
+#: CPU ResNet-32 runs faster at 100 than at 500 (what LDAM-DRW's own test loop uses; docs/performance.md, "Test
+#: evaluation"); on a GPU a large batch keeps the device busy. The batch changes the speed only: in eval mode no
+#: image's logits depend on the other images of its batch (BatchNorm uses its running statistics), and the tests
+#: check that batch sizes predict the same (tests/longtail/test_evaluate.py).
+EVAL_BATCH: dict[str, int] = {"cpu": 100, "cuda": 1000}
 #: The config fields that parametrise a loss: ``LOSS_OPTIONS[loss](cfg)`` -> keyword arguments of ``LOSSES[loss]``.
 LOSS_OPTIONS: dict[str, Callable[[LTConfig], dict[str, float]]] = {
     "vs": lambda c: {"gamma": c.vs_gamma, "tau": c.vs_tau},
@@ -143,6 +150,8 @@ def check_config(cfg: LTConfig, world_size: int = 1) -> None:
         raise ValueError(f"--sam-rho is SAM's radius and must be >= 0 (0 = plain SGD), got {cfg.sam_rho}")
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise ValueError("--epochs must be >= 1 and --batch-size >= 2")
+    if cfg.eval_batch < 0 or cfg.eval_batch == 1:
+        raise ValueError(f"--eval-batch must be 0 (auto: per device) or >= 2 test images, got {cfg.eval_batch}")
     if cfg.batch_size % world_size or cfg.batch_size // world_size < 2:
         raise ValueError(
             f"--batch-size {cfg.batch_size} is the global batch and must split evenly into {world_size} processes "
@@ -373,8 +382,8 @@ def make_loop(recipe: Recipe, ctx: eng.Context, data: LTData, model: SLAClassifi
         return {"acc": (z.argmax(1) == y).float().mean()}
 
     def test_metrics(m: torch.nn.Module) -> dict[str, float]:
-        rep = report(evaluate(model, data.test_images, ctx.device, recipe.stats), data.test_labels.numpy(),
-                     list(recipe.counts))
+        rep = report(evaluate(model, data.test_images, ctx.device, recipe.stats, cfg.eval_batch),
+                     data.test_labels.numpy(), list(recipe.counts))
         return {k: v for k, v in rep.items() if isinstance(v, float)}
 
     criteria: list[eng.SupportsSetEpoch] = [c for c in (model.criterion, model.sd_criterion) if hasattr(c, "set_epoch")]  # type: ignore[misc]
@@ -398,16 +407,31 @@ def make_loop(recipe: Recipe, ctx: eng.Context, data: LTData, model: SLAClassifi
 
 
 # -- test and report --------------------------------------------------------------------------------------------------
+def eval_batch_size(batch: int, device: torch.device, copies: int = 1) -> int:
+    """Test images per batch, so that no forward pass sees more than ``batch`` (``--eval-batch``) inputs, or for 0
+    the device type's :data:`EVAL_BATCH` (500 for a type it does not name): ``batch // copies`` images (at least
+    2) when each is scored as ``copies`` transformed copies in one pass (SLA+AG: ``M``). On the CPU ResNet-32 runs
+    about as fast at 25 to 100 inputs per pass and 1.6x slower at 400, so SLA's ``M = 4`` copies of 100 images
+    would cost the aggregated pass that much."""
+    rows = batch if batch > 0 else EVAL_BATCH.get(device.type, 500)
+    return max(2, rows // max(1, copies))
+
+
 @torch.no_grad()
 def evaluate(model: SLAClassifier, images: Tensor, device: torch.device, stats: Stats,
-             batch: int = 500) -> dict[str, np.ndarray]:
+             batch: int = 0) -> dict[str, np.ndarray]:
     """Predicted classes of every mode the model has, ``{mode: (N,)}``, on uint8 test images normalised with
-    ``stats`` (the run's :attr:`Recipe.stats`)."""
+    ``stats`` (the run's :attr:`Recipe.stats`).
+
+    Each batch is one :meth:`SLAClassifier.predict_modes` call (SLA+SD: ``1 + M`` backbone passes for its three
+    modes) of at most ``batch`` inputs per pass (0 = per device; SLA: ``batch // M`` images, whose ``M`` copies
+    fill the aggregated pass: :func:`eval_batch_size`). The batch sets the speed, not the predictions.
+    """
     preds: dict[str, list[np.ndarray]] = {m: [] for m in model.modes()}
-    for rows in inference_batches(len(images), batch):
+    for rows in inference_batches(len(images), eval_batch_size(batch, torch.device(device), model.m)):
         x = _normalize(images[rows].to(device), *stats)
-        for mode in preds:
-            preds[mode].append(model.predict(x, mode).argmax(1).cpu().numpy())
+        for mode, z in model.predict_modes(x).items():
+            preds[mode].append(z.argmax(1).cpu().numpy())
     return {m: np.concatenate(p) for m, p in preds.items()}
 
 
@@ -441,7 +465,7 @@ def finish(recipe: Recipe, record: Mapping[str, Any], model: SLAClassifier, data
 
     cfg = recipe.cfg
     counts, names = list(recipe.counts), list(recipe.class_names)
-    preds = evaluate(model, data.test_images, ctx.device, recipe.stats)
+    preds = evaluate(model, data.test_images, ctx.device, recipe.stats, cfg.eval_batch)
     labels = data.test_labels.numpy()
     metrics = {"epochs_done": fit.units_done, **report(preds, labels, counts)}
     main = metrics["test/main_mode"]

@@ -23,8 +23,11 @@ __all__ = ["REPORT", "GROUP_IGNORE", "IMAGE_FOLDERS", "LEGACY_DEFAULTS", "data_i
 
 #: Config keys that do not define a long-tail method (besides :data:`fewshot_sla.runs.RUN_KEYS`): where the data
 #: lies (``data_root``, ``download``), how often the test set is looked at on the way (``eval_every``) and the grid
-#: mode's lists (each grid entry is a run with its own ``loss`` and ``transform``).
-GROUP_IGNORE: frozenset[str] = frozenset({"data_root", "download", "eval_every", "grid_loss", "grid_transform"})
+#: mode's lists (each grid entry is a run with its own ``loss`` and ``transform``), and the test evaluation's batch
+#: (``eval_batch``: its speed, not its predictions).
+GROUP_IGNORE: frozenset[str] = frozenset(
+    {"data_root", "download", "eval_every", "eval_batch", "grid_loss", "grid_transform"}
+)
 
 #: ``dataset`` values that are the user's own image folders: their identity is the digest of their file list.
 IMAGE_FOLDERS: frozenset[str] = frozenset({"imagefolder"})

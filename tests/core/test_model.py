@@ -41,6 +41,43 @@ def test_predict_modes_agree_with_full_expansion():
         tiny().predict(x, "distilled")
 
 
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: SLAClassifier(ResNetCIFAR(20), 3, "none"),
+        lambda: SLAClassifier(ResNetCIFAR(20), 3, "rotation"),
+        lambda: SLAClassifier(ResNetCIFAR(20), 3, "rotation", distill=True),
+        lambda: SLAClassifier(ResNetCIFAR(20), 3, "color_perm", distill=True),
+        lambda: DataAugmentation(ResNetCIFAR(20), 3, "rotation"),
+        lambda: MultiTask(ResNetCIFAR(20), 3, "rotation"),
+    ],
+    ids=["baseline", "SLA", "SLA+SD", "SLA+SD-color", "DA", "MT"],
+)
+def test_predict_modes_equal_predict_of_each_mode_exactly(build):
+    """One call for every mode gives bit for bit each predict(x, mode): the same operations on the same inputs
+    (SI and SD share one backbone pass, AG has its own over the M copies), on a conv net with BatchNorm running
+    statistics away from their init, called in train mode (restored afterwards)."""
+    torch.manual_seed(0)
+    model = build()
+    model(torch.randn(8, 3, 32, 32) * 2 + 0.5, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))  # move the running stats
+    x = torch.randn(6, 3, 32, 32)
+    got = model.predict_modes(x)
+    assert model.training and all(m.training for m in model.modules())
+    assert tuple(got) == model.modes()
+    for mode in model.modes():
+        assert torch.equal(got[mode], model.predict(x, mode)), mode
+        assert got[mode].shape == (6, 3) and not got[mode].requires_grad
+
+
+def test_predict_modes_reads_the_backbone_once_per_distinct_input():
+    """SLA+SD: 1 + M image passes (x, then its M copies), not 1 + M + 1."""
+    model = tiny(transform="rotation", distill=True)
+    seen: list[int] = []
+    model.backbone.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    model.predict_modes(torch.randn(5, 3, 6, 6))
+    assert seen == [5, 20]
+
+
 def test_sd_loss_added_and_teacher_detached_in_total():
     model = tiny(transform="rotation", distill=True, temperature=2.0)
     x, y = torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 1])

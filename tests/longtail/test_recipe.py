@@ -139,11 +139,12 @@ def test_resume_refuses_a_changed_config_and_continues_the_same_one(folder, tmp_
     err = capsys.readouterr().err
     assert err.startswith("error: --resume") and "lr: 0.1 -> 0.05" in err and 'warmup: "step" -> "epoch"' in err
     assert "Traceback" not in err
-    # bookkeeping may change (device, stop_after, wandb); the run continues exactly
-    resumed = run(tiny(folder, tmp_path / "b", resume=True, device="cpu", **kw))
+    # bookkeeping may change (device, stop_after, wandb, the test batch: 3 + 3 + 2 images, not one batch of 8);
+    # the run continues exactly, with the same test predictions and the same group
+    resumed = run(tiny(folder, tmp_path / "b", resume=True, device="cpu", eval_batch=3, **kw))
     assert resumed == straight
-    ha, hb = (read_json(tmp_path / r / "metrics.json")["history"] for r in ("a", "b"))
-    assert ha == hb
+    ma, mb = (read_json(tmp_path / r / "metrics.json") for r in ("a", "b"))
+    assert ma["history"] == mb["history"] and ma["group"] == mb["group"] and ma["identity"] == mb["identity"]
 
 
 def test_resume_refuses_a_data_folder_that_no_longer_matches(folder, tmp_path):
