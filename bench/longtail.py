@@ -56,12 +56,11 @@ from fewshot_sla.io import normalize  # noqa: E402
 from fewshot_sla.tracking import format_table  # noqa: E402
 from fewshot_sla.utils import inference_batches  # noqa: E402
 from longtail.config import LTConfig  # noqa: E402
-from longtail.data import LTData, class_counts  # noqa: E402
+from longtail.data import LTData  # noqa: E402
 from longtail.recipe import build_model, eval_batch_size, evaluate, make_loop, resolve  # noqa: E402
+from longtail.throughput import COUNTS, TEST_IMAGES, sync, synthetic_data  # noqa: E402
 
 EPOCHS = 200
-TEST_IMAGES = 10_000
-COUNTS = class_counts(5000, 10, 100.0, "exp")  # CIFAR-10-LT-100: 12,406 training images
 IMAGES_PER_EPOCH = sum(COUNTS)
 REGIMES = {"baseline": ("none", False), "SLA": ("rotation", False), "SLA+SD": ("rotation", True)}
 # variant name -> (amp, channels_last, compile); "cl" = channels-last
@@ -74,25 +73,6 @@ VARIANTS = {
     "amp+cl+compile": (True, True, True),
 }
 CUDA_VARIANTS = ("plain", "amp", "cl", "amp+cl", "amp+cl+compile")
-
-
-def synthetic_data(seed: int = 0) -> LTData:
-    """Random uint8 images with CIFAR-10-LT-100's class counts, and a 10,000-image test set."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.repeat_interleave(torch.arange(10), torch.tensor(COUNTS))
-    return LTData(
-        torch.randint(0, 256, (len(labels), 3, 32, 32), dtype=torch.uint8, generator=g),
-        labels,
-        torch.randint(0, 256, (TEST_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=g),
-        torch.arange(TEST_IMAGES) % 10,
-        [f"class{i}" for i in range(10)],
-        list(COUNTS),
-    )
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(
