@@ -9,15 +9,15 @@
 #   scripts/results_longtail_budget_cpu.sh                                 # the whole list, in this order
 #   POINTS="10:logit-adjusted:0 20:logit-adjusted:0" scripts/results_longtail_budget_cpu.sh   # a part of it
 #
-# POINTS: "epochs:loss:seed" items (default: LA seeds 0 and 1 at 10 and 20 epochs, then CE seed 0 at 10 and
-# 20, then the 60-epoch points in the same order). DATA (default .data), RUNS (default runs/lt_budget_cpu),
+# POINTS: "epochs:loss:seed" items (default: LA at 10 epochs, seeds 0 and 1, then at 20, then CE seed 0 at 10
+# and 20, then the 60-epoch points in the same order). DATA (default .data), RUNS (default runs/lt_budget_cpu),
 # THREADS (default 1), AMP (default --amp: bf16 autocast; set AMP= on a CPU without bf16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WANDB_MODE=${WANDB_MODE:-offline} WANDB_SILENT=true
 data=${DATA:-.data}
 runs=${RUNS:-runs/lt_budget_cpu}
-default="10:logit-adjusted:0 20:logit-adjusted:0 10:logit-adjusted:1 20:logit-adjusted:1 10:ce:0 20:ce:0
+default="10:logit-adjusted:0 10:logit-adjusted:1 20:logit-adjusted:0 20:logit-adjusted:1 10:ce:0 20:ce:0
          60:logit-adjusted:0 60:logit-adjusted:1 60:ce:0"
 for point in ${POINTS:-$default}; do
   IFS=: read -r epochs loss seed <<<"$point"

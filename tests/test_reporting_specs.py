@@ -48,7 +48,7 @@ def test_data_identity_names_image_folders_by_their_files_only(mod: ModuleType, 
 
 def test_longtail_legacy_defaults_are_the_old_behaviour():
     assert lt_reporting.LEGACY_DEFAULTS == {"vs_gamma": 0.2, "vs_tau": 1.2, "sam_rho": 0.0, "warmup": "epoch",
-                                            "norm_stats": "cifar", "sync_bn": False}
+                                            "norm_stats": "cifar", "sync_bn": False, "drop_last": False}
     # the few-shot keys added since the committed runs: pretrain's and --init do not act on episodic learners (their
     # old-behaviour values are the defaults); the committed ProtoNets used the squared distance and one encoder call,
     # which are no longer the defaults
