@@ -193,6 +193,8 @@ def setup(spec: RunSpec) -> Context:
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
     d = distributed.init(device)
+    if device.type == "cuda":  # cuDNN times its convolution algorithms once per shape and keeps the fastest
+        torch.backends.cudnn.benchmark = True
     seed_everything(spec.seed)
     return Context(spec, device, d)
 
