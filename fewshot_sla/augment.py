@@ -9,6 +9,14 @@ from torch import Tensor
 __all__ = ["random_crop_flip"]
 
 
+def _to(t: Tensor, device: torch.device) -> Tensor:
+    """``t`` on ``device``; CPU draws go to a GPU through pinned memory without a copy that waits for the GPU (a
+    plain ``.to`` from pageable memory synchronises the stream: every step would wait for the previous one)."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True) -> Tensor:
     """Random crop with zero padding and (optionally) a horizontal flip, per image, on a whole batch.
 
@@ -35,12 +43,12 @@ def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4, fl
         raise ValueError(f"random_crop_flip: padding must be >= 0, got {padding}")
     b, c, h, w = x.shape
     gdev = generator.device
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gdev).to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gdev).to(x.device)
+    dy = _to(torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gdev), x.device)
+    dx = _to(torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gdev), x.device)
     ar_h = torch.arange(h, device=x.device)
     ar_w = torch.arange(w, device=x.device)
     if flip:
-        coin = (torch.rand(b, generator=generator, device=gdev) < 0.5).to(x.device)
+        coin = _to(torch.rand(b, generator=generator, device=gdev) < 0.5, x.device)
         cols_w = torch.where(coin[:, None], w - 1 - ar_w, ar_w)
     else:
         cols_w = ar_w.expand(b, w)
