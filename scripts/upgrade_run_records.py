@@ -24,7 +24,9 @@ Skipped, with the reason: another tool's run (e.g. ``sla-demo``'s) and a run on 
 (``--dataset imagefolder``): the digest of the files it read was not recorded, and the folder may have changed,
 so its data identity cannot be recovered. If you know that the image-folder runs given all read one folder,
 ``--image-folder-id ID`` records ``{"files": ID}`` as their data (noted in ``upgraded`` as given, not measured);
-runs on another folder need another ID, and new runs, which record the real digest, form groups of their own.
+runs on another folder need another ID, and new runs, which record the real digest, form groups of their own --
+unless the ID given is that digest: an ID given earlier (never a measured digest) is replaced by a new
+``--image-folder-id``, e.g. the digest new runs measure on the same folder, so that old and new runs share groups.
 
 Exit status: 0 when every run was upgraded or already up to date, 1 when some were skipped, 2 on a bad folder.
 """
@@ -101,7 +103,10 @@ def upgrade(metrics: dict[str, Any], image_folder_id: str | None = None, force: 
     method.update(filled)
     if filled:
         note["legacy_defaults"] = {**note.get("legacy_defaults", {}), **filled}
-    if has_old:
+    # an identity given earlier by --image-folder-id (never a measured one) may be given again, e.g. as the digest
+    # that runs measure on the same folder now
+    revouch = bool(image_folder_id) and "data" in prev
+    if has_old and not revouch:
         data = dict(old["data"])
     else:
         dataset = str(config.get("dataset"))

@@ -82,6 +82,18 @@ def test_image_folder_runs_are_skipped_unless_their_folder_is_named(tmp_path: Pa
     assert m["upgraded"]["data"] == "given by --image-folder-id, not measured from the folder"
     assert upgrade_script.main([str(run)]) == 0  # upgraded once: its data identity is kept, no id needed again
     assert "1 unchanged" in capsys.readouterr().out
+    # a given id may be given again (the digest new runs measure on that folder): the group follows it
+    group = m["group"]
+    assert upgrade_script.main([str(run), "--image-folder-id", "de6606d18760d271"]) == 0
+    m = read(run)
+    assert m["identity"]["data"] == {"files": "de6606d18760d271"} and m["group"] != group
+    assert m["upgraded"]["data"] == "given by --image-folder-id, not measured from the folder"
+
+
+def test_a_measured_data_identity_is_never_replaced():
+    meta = upgrade_script.upgrade(lt_metrics(0.5) | {"config": lt_config(dataset="imagefolder")}, "measured")
+    fresh = {k: v for k, v in meta.items() if k != "upgraded"}  # as a new run writes it: its digest measured
+    assert upgrade_script.upgrade(fresh, "another")["identity"]["data"] == {"files": "measured"}
 
 
 def test_other_runs_are_skipped_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
