@@ -5,7 +5,7 @@
 # fixed statistics: the 30-epoch point in docs/runs/longtail_cpu_protocol ran so, hence --warmup epoch
 # --norm-stats cifar). Runs land in RUNS/e<epochs>/imagefolder_ir100/<loss>_<baseline|slasd>_s<seed>/ and resume.
 #
-#   python ../shared/data/materialize.py .data --only cifar10-jpeg        # the images, once
+#   python ../shared/data/materialize.py .data --only cifar10             # the images, once
 #   scripts/results_longtail_budget_cpu.sh                                 # the whole list, in this order
 #   POINTS="10:logit-adjusted:0 20:logit-adjusted:0" scripts/results_longtail_budget_cpu.sh   # a part of it
 #
