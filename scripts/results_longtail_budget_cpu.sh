@@ -11,12 +11,28 @@
 #
 # POINTS: "epochs:loss:seed" items (default: LA at 10 epochs, seeds 0 and 1, then at 20, then CE seed 0 at 10
 # and 20, then the 60-epoch points in the same order). DATA (default .data), RUNS (default runs/lt_budget_cpu),
-# THREADS (default 1), AMP (default --amp: bf16 autocast; set AMP= on a CPU without bf16).
+# THREADS (default 1), AMP (default --amp: bf16 autocast; set AMP= on a CPU without bf16), EXTRA (more sla-longtail
+# options for every run, e.g. EXTRA="--eval-every 5").
+# COMMITTED (default docs/runs/longtail_budget_cpu, the same layout as RUNS) keeps the list going across sessions
+# whose machines keep nothing: after each point the record of every finished run (config.yaml, recipe.json,
+# metrics.json; no checkpoint) is copied there, to be committed; at the start the committed records are copied into
+# RUNS, where the protocol counts them as finished and skips them, so the default list continues where they end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WANDB_MODE=${WANDB_MODE:-offline} WANDB_SILENT=true
 data=${DATA:-.data}
 runs=${RUNS:-runs/lt_budget_cpu}
+committed=${COMMITTED:-docs/runs/longtail_budget_cpu}
+copy_finished() {  # FROM TO: the records of FROM's finished runs (test/acc in metrics.json) into TO, same layout
+  [ -d "$1" ] || return 0
+  local metrics run dest
+  while IFS= read -r metrics; do
+    run=$(dirname "$metrics"); dest="$2/${run#"$1"/}"
+    grep -q '"test/acc"' "$metrics" && [ ! -e "$dest/metrics.json" ] && [ ! -e "$dest/checkpoint.pt" ] || continue
+    mkdir -p "$dest" && cp "$run"/{config.yaml,recipe.json,metrics.json} "$dest/"
+  done < <(find "$1" -name metrics.json -not -path '*/wandb/*' | sort)
+}
+copy_finished "$committed" "$runs"
 default="10:logit-adjusted:0 10:logit-adjusted:1 20:logit-adjusted:0 20:logit-adjusted:1 10:ce:0 20:ce:0
          60:logit-adjusted:0 60:logit-adjusted:1 60:ce:0"
 for point in ${POINTS:-$default}; do
@@ -24,5 +40,6 @@ for point in ${POINTS:-$default}; do
   scripts/longtail_protocol.sh --dataset imagefolder --data-root "$data/cifar10-jpeg" --imbalance-ratio 100 \
     --losses "$loss" --seeds "$seed" --epochs "$epochs" --jobs 1 --out "$runs/e$epochs" -- \
     --schedule cosine --batch-size 64 ${AMP---amp} --channels-last --num-threads "${THREADS:-1}" \
-    --warmup epoch --norm-stats cifar
+    --warmup epoch --norm-stats cifar ${EXTRA:-}
+  copy_finished "$runs" "$committed"
 done

@@ -167,3 +167,41 @@ def test_cli_on_the_committed_30_epoch_protocol(tmp_path: Path, capsys: pytest.C
     assert "| 30     | 0,1,2 | 69.78 +- 1.34 | 72.46 +- 1.07 |" in capsys.readouterr().out
     assert (tmp_path / "gain_vs_epochs.png").is_file()
     assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.slow
+def test_the_budget_script_saves_finished_records_and_a_later_session_skips_them(tmp_path: Path) -> None:
+    """scripts/results_longtail_budget_cpu.sh on a tiny folder: each finished run's record (no checkpoint) lands in
+    COMMITTED; a fresh RUNS folder (a new session's machine) with the same COMMITTED trains nothing again, and
+    ``sla-budget`` pairs the committed records."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.longtail.synthetic import write_folder
+
+    write_folder(tmp_path / "data" / "cifar10-jpeg", 100, 4, seed=0)  # imbalance 100: 100, 21, 4, 1 images
+    committed = tmp_path / "committed"
+    env = {**os.environ, "DATA": str(tmp_path / "data"), "COMMITTED": str(committed), "POINTS": "1:ce:0", "AMP": "",
+           "EXTRA": "--backbone resnet20 --device cpu --wandb disabled --limit-test 8", "WANDB_MODE": "disabled",
+           "PYTHON": sys.executable}
+    script = ROOT / "scripts" / "results_longtail_budget_cpu.sh"
+
+    def run(runs: Path) -> str:
+        res = subprocess.run(["bash", str(script)], env={**env, "RUNS": str(runs)}, capture_output=True, text=True,
+                             timeout=600)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        return res.stdout
+
+    run(tmp_path / "runs1")
+    names = ("ce_baseline_s0", "ce_slasd_s0")
+    for name in names:
+        saved = committed / "e1" / "imagefolder_ir100" / name
+        assert sorted(p.name for p in saved.iterdir()) == ["config.yaml", "metrics.json", "recipe.json"]
+        assert json.loads((saved / "metrics.json").read_text())["config"]["backbone"] == "resnet20"
+    out = run(tmp_path / "runs2")
+    assert "2 of 2 runs finished (0 in this invocation)" in out
+    assert not list((tmp_path / "runs2").rglob("checkpoint.pt"))
+    assert main([str(committed), "--out", str(tmp_path / "budget")]) == 0
+    res = json.loads((tmp_path / "budget" / "budget.json").read_text())
+    assert rows(res, "ce")[1]["seeds"] == [0]
