@@ -205,3 +205,19 @@ def test_the_budget_script_saves_finished_records_and_a_later_session_skips_them
     assert main([str(committed), "--out", str(tmp_path / "budget")]) == 0
     res = json.loads((tmp_path / "budget" / "budget.json").read_text())
     assert rows(res, "ce")[1]["seeds"] == [0]
+
+
+BUDGET = ROOT / "docs" / "runs" / "longtail_budget_cpu"
+
+
+@pytest.mark.skipif(not (BUDGET.is_dir() and PROTOCOL.is_dir()), reason="the budget runs are not in this checkout")
+def test_the_committed_budget_table_is_what_the_committed_records_give(tmp_path: Path) -> None:
+    assert main([str(PROTOCOL), str(BUDGET), "--out", str(tmp_path)]) == 0
+    committed = (ROOT / "docs" / "runs" / "longtail_budget_cpu_report" / "budget.md").read_text()
+
+    def tables(text: str) -> str:  # all but the "Made by" line, whose paths differ
+        return text[text.index("\n## "):]
+
+    assert tables((tmp_path / "budget.md").read_text()) == tables(committed)
+    la = rows(json.loads((tmp_path / "budget.json").read_text()))
+    assert la[10]["seeds"] == [0, 1] and la[30]["seeds"] == [0, 1, 2]  # one curve: the 10-epoch runs join the 30's
