@@ -1,10 +1,13 @@
 """``longtail.budget``: pairing, exact gains and spreads, skipped runs, separate schedules, the plot and the CLI on the
-committed 30-epoch protocol."""
+committed 30-epoch protocol; the budget script continuing across sessions; the committed budget table."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from fewshot_sla.report import ReportError
 from fewshot_sla.runs import group_id, identity
 from longtail.budget import main, write_budget
 from longtail.reporting import GROUP_IGNORE, REPORT
+from tests.longtail.synthetic import write_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = ROOT / "docs" / "runs" / "longtail_cpu_protocol"
@@ -174,12 +178,6 @@ def test_the_budget_script_saves_finished_records_and_a_later_session_skips_them
     """scripts/results_longtail_budget_cpu.sh on a tiny folder: each finished run's record (no checkpoint) lands in
     COMMITTED; a fresh RUNS folder (a new session's machine) with the same COMMITTED trains nothing again, and
     ``sla-budget`` pairs the committed records."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.longtail.synthetic import write_folder
-
     write_folder(tmp_path / "data" / "cifar10-jpeg", 100, 4, seed=0)  # imbalance 100: 100, 21, 4, 1 images
     committed = tmp_path / "committed"
     env = {**os.environ, "DATA": str(tmp_path / "data"), "COMMITTED": str(committed), "POINTS": "1:ce:0", "AMP": "",
