@@ -17,22 +17,50 @@
 # whose machines keep nothing: after each point the record of every finished run (config.yaml, recipe.json,
 # metrics.json; no checkpoint) is copied there, to be committed; at the start the committed records are copied into
 # RUNS, where the protocol counts them as finished and skips them, so the default list continues where they end.
+# A run longer than a session (a 60-epoch SLA+SD run on one thread) is carried over too: stop the lanes cleanly at
+# the session's end (`pkill -TERM -f longtail.protocol`: each run stops at its last finished epoch), then
+#   scripts/results_longtail_budget_cpu.sh --save-unfinished
+# copies every started, unfinished run folder of RUNS (its checkpoint.pt and record; no wandb/ or plots) into
+# UNFINISHED (default docs/runs_unfinished/longtail_budget_cpu), to be committed; the next session's start copies
+# each one back into RUNS when RUNS lacks its checkpoint, the protocol resumes it (--resume), and once it finishes
+# its carried copy is deleted (commit the deletion with the record).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WANDB_MODE=${WANDB_MODE:-offline} WANDB_SILENT=true
 data=${DATA:-.data}
 runs=${RUNS:-runs/lt_budget_cpu}
 committed=${COMMITTED:-docs/runs/longtail_budget_cpu}
+unfinished=${UNFINISHED:-docs/runs_unfinished/longtail_budget_cpu}
 copy_finished() {  # FROM TO: the records of FROM's finished runs (test/acc in metrics.json) into TO, same layout
   [ -d "$1" ] || return 0
   local metrics run dest
   while IFS= read -r metrics; do
     run=$(dirname "$metrics"); dest="$2/${run#"$1"/}"
-    grep -q '"test/acc"' "$metrics" && [ ! -e "$dest/metrics.json" ] && [ ! -e "$dest/checkpoint.pt" ] || continue
+    grep -q '"test/acc"' "$metrics" || continue
+    rm -rf "${unfinished:?}/${run#"$1"/}"  # a carried run, finished: its checkpoint is no longer needed
+    [ ! -e "$dest/metrics.json" ] && [ ! -e "$dest/checkpoint.pt" ] || continue
     mkdir -p "$dest" && cp "$run"/{config.yaml,recipe.json,metrics.json} "$dest/"
   done < <(find "$1" -name metrics.json -not -path '*/wandb/*' | sort)
 }
+copy_started() {  # FROM TO [overwrite]: FROM's started, unfinished run folders (checkpoint.pt) into TO, same layout
+  [ -d "$1" ] || return 0
+  local ckpt run dest
+  while IFS= read -r ckpt; do
+    run=$(dirname "$ckpt"); dest="$2/${run#"$1"/}"
+    grep -qs '"test/acc"' "$run/metrics.json" && continue
+    [ -e "$dest/checkpoint.pt" ] && [ -z "${3:-}" ] && continue  # this machine's own copy is as new or newer
+    rm -rf "$dest" && mkdir -p "$dest"
+    find "$run" -maxdepth 1 -type f -not -name '*.png' -exec cp {} "$dest/" \;
+    echo "carried: $dest (from $run)"
+  done < <(find "$1" -name checkpoint.pt -not -path '*/wandb/*' | sort)
+}
+if [ "${1:-}" = --save-unfinished ]; then
+  copy_finished "$runs" "$committed"
+  copy_started "$runs" "$unfinished" overwrite
+  exit 0
+fi
 copy_finished "$committed" "$runs"
+copy_started "$unfinished" "$runs"
 default="10:logit-adjusted:0 10:logit-adjusted:1 20:logit-adjusted:0 20:logit-adjusted:1 10:ce:0 20:ce:0
          60:logit-adjusted:0 60:logit-adjusted:1 60:ce:0"
 for point in ${POINTS:-$default}; do

@@ -205,6 +205,53 @@ def test_the_budget_script_saves_finished_records_and_a_later_session_skips_them
     assert rows(res, "ce")[1]["seeds"] == [0]
 
 
+def test_the_budget_script_carries_an_unfinished_run_to_a_later_session_which_resumes_it(tmp_path: Path) -> None:
+    """A run longer than a session: stopped after its first epoch, ``--save-unfinished`` copies its folder (the
+    checkpoint and record, no wandb/ or plots) into UNFINISHED; a fresh RUNS folder (the next session's machine)
+    gets it back, resumes it at epoch 2 rather than starting over, and ends with the test accuracy and the per-epoch
+    losses of a run never stopped; the carried copy is then deleted."""
+    write_folder(tmp_path / "data" / "cifar10-jpeg", 100, 4, seed=0)
+    unfinished = tmp_path / "unfinished"
+    extra = "--backbone resnet20 --device cpu --wandb disabled --limit-test 8 --num-threads 1"
+    env = {**os.environ, "DATA": str(tmp_path / "data"), "POINTS": "2:ce:0", "AMP": "", "WANDB_MODE": "disabled",
+           "UNFINISHED": str(unfinished), "PYTHON": sys.executable}
+    script = ROOT / "scripts" / "results_longtail_budget_cpu.sh"
+
+    def run(session: str, *args: str, stop: bool = False) -> subprocess.CompletedProcess[str]:
+        over = {"RUNS": str(tmp_path / session / "runs"), "COMMITTED": str(tmp_path / session / "committed"),
+                "EXTRA": extra + (" --stop-after 1" if stop else "")}
+        return subprocess.run(["bash", str(script), *args], env={**env, **over}, capture_output=True, text=True,
+                              timeout=600)
+
+    first = run("s1", stop=True)
+    assert first.returncode == 3, first.stdout[-3000:] + first.stderr[-3000:]  # runs remain
+    saved = run("s1", "--save-unfinished")
+    assert saved.returncode == 0, saved.stderr[-3000:]
+    carried = unfinished / "e2" / "imagefolder_ir100" / "ce_baseline_s0"
+    names = sorted(p.name for p in carried.iterdir())
+    assert "checkpoint.pt" in names and "config.yaml" in names and "recipe.json" in names
+    assert "wandb" not in names and not [n for n in names if n.endswith(".png")]
+
+    second = run("s2")  # a fresh machine: nothing of s1's RUNS, only the carried folders
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "carried:" in second.stdout
+    straight = run("s3")  # never stopped
+    assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
+    for name in ("ce_baseline_s0", "ce_slasd_s0"):
+        resumed = tmp_path / "s2" / "runs" / "e2" / "imagefolder_ir100" / name
+        ref = tmp_path / "s3" / "runs" / "e2" / "imagefolder_ir100" / name
+        log = (resumed / "protocol.log").read_text()  # the carried log, then this session's invocation
+        assert log.count("starting from scratch") == 1 and log.count("=== ") == 2  # resumed, not started over
+        assert "1/2" not in log.split("=== ")[-1] and "2/2" in log.split("=== ")[-1]
+        hist = [json.loads(line) for line in (resumed / "history.jsonl").read_text().splitlines()]
+        ref_hist = [json.loads(line) for line in (ref / "history.jsonl").read_text().splitlines()]
+        assert [h.get("train/loss") for h in hist] == [h.get("train/loss") for h in ref_hist]
+        got, want = (json.loads((d / "metrics.json").read_text()) for d in (resumed, ref))
+        assert got["test/acc"] == want["test/acc"]
+        assert (tmp_path / "s2" / "committed" / "e2" / "imagefolder_ir100" / name / "metrics.json").is_file()
+    assert not list(unfinished.rglob("checkpoint.pt"))  # finished: the carried copies are gone
+
+
 BUDGET = ROOT / "docs" / "runs" / "longtail_budget_cpu"
 
 
