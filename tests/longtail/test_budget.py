@@ -266,3 +266,27 @@ def test_the_committed_budget_table_is_what_the_committed_records_give(tmp_path:
     assert tables((tmp_path / "budget.md").read_text()) == tables(committed)
     la = rows(json.loads((tmp_path / "budget.json").read_text()))
     assert la[10]["seeds"] == [0, 1] and la[30]["seeds"] == [0, 1, 2]  # one curve: the 10-epoch runs join the 30's
+
+
+@pytest.mark.skipif(not (BUDGET.is_dir() and PROTOCOL.is_dir()), reason="the budget runs are not in this checkout")
+def test_the_results_page_budget_table_is_the_committed_budget() -> None:
+    """docs/results.md copies the budget table by hand: every row's numbers are the committed budget.json's."""
+    budget = json.loads((ROOT / "docs" / "runs" / "longtail_budget_cpu_report" / "budget.json").read_text())
+    page = (ROOT / "docs" / "results.md").read_text()
+    section = page[page.index("## Long tail: the budget curve"):]
+    names = {"logit adjustment": "logit-adjusted", "CE": "ce"}
+    start = section.index("| loss | epochs")
+    table = section[start:section.index("\n\n", start)].splitlines()[2:]
+    assert len(table) >= 4
+
+    def cell(stat: dict[str, Any], signed: bool = False) -> str:
+        fmt = "{:+.2f}" if signed else "{:.2f}"
+        return fmt.format(stat["mean"]) + ("" if stat["std"] is None else " +- {:.2f}".format(stat["std"]))
+
+    for line in table:
+        loss, epochs, seeds, *numbers = (c.strip().strip("*") for c in line.strip("|").split("|"))
+        row = rows(budget, names[loss])[int(epochs)]
+        assert seeds == ", ".join(map(str, row["seeds"])), line
+        want = [cell(row[k]) for k in ("baseline", "sla_sd", "sla_si", "sla_ag")] + [cell(row["gain_sd"], True)]
+        want.append(", ".join(f"{v:+.2f}" for v in row["gain_sd"]["values"]))
+        assert numbers == want, line
