@@ -10,7 +10,7 @@
 #   POINTS="10:logit-adjusted:0 20:logit-adjusted:0" scripts/results_longtail_budget_cpu.sh   # a part of it
 #
 # POINTS: "epochs:loss:seed" items (default: LA at 10 epochs, seeds 0 and 1, then at 20, then CE seed 0 at 10
-# and 20, then the 60-epoch points in the same order). DATA (default .data), RUNS (default runs/lt_budget_cpu),
+# and 20, then the 60-epoch points in the same order; POINTS=" " only copies the committed and carried runs in). DATA (default .data), RUNS (default runs/lt_budget_cpu),
 # THREADS (default 1), AMP (default --amp: bf16 autocast; set AMP= on a CPU without bf16), EXTRA (more sla-longtail
 # options for every run, e.g. EXTRA="--eval-every 5").
 # COMMITTED (default docs/runs/longtail_budget_cpu, the same layout as RUNS) keeps the list going across sessions
@@ -31,24 +31,30 @@ data=${DATA:-.data}
 runs=${RUNS:-runs/lt_budget_cpu}
 committed=${COMMITTED:-docs/runs/longtail_budget_cpu}
 unfinished=${UNFINISHED:-docs/runs_unfinished/longtail_budget_cpu}
-copy_finished() {  # FROM TO: the records of FROM's finished runs (test/acc in metrics.json) into TO, same layout
+finished() { grep -qs '"test/acc"' "$1/metrics.json"; }  # RUN: test/acc in its metrics.json (protocol.is_finished)
+epochs_done() { if [ -f "$1/history.jsonl" ]; then wc -l < "$1/history.jsonl"; else echo 0; fi; }  # RUN: rows logged
+copy_finished() {  # FROM TO: the records of FROM's finished runs into TO, same layout
   [ -d "$1" ] || return 0
   local metrics run dest
   while IFS= read -r metrics; do
     run=$(dirname "$metrics"); dest="$2/${run#"$1"/}"
-    grep -q '"test/acc"' "$metrics" || continue
+    finished "$run" || continue
     rm -rf "${unfinished:?}/${run#"$1"/}"  # a carried run, finished: its checkpoint is no longer needed
     [ ! -e "$dest/metrics.json" ] && [ ! -e "$dest/checkpoint.pt" ] || continue
     mkdir -p "$dest" && cp "$run"/{config.yaml,recipe.json,metrics.json} "$dest/"
   done < <(find "$1" -name metrics.json -not -path '*/wandb/*' | sort)
 }
-copy_started() {  # FROM TO [overwrite]: FROM's started, unfinished run folders (checkpoint.pt) into TO, same layout
+copy_started() {  # FROM TO [overwrite]: FROM's started, unfinished run folders (checkpoint.pt) into TO, same layout;
+  # never a run finished anywhere (FROM, TO or COMMITTED: another lane's RUNS may hold a stale copy of a run that a
+  # second lane finished), and with overwrite only over a copy with fewer epochs done (the most advanced copy wins)
   [ -d "$1" ] || return 0
   local ckpt run dest
   while IFS= read -r ckpt; do
     run=$(dirname "$ckpt"); dest="$2/${run#"$1"/}"
-    grep -qs '"test/acc"' "$run/metrics.json" && continue
-    [ -e "$dest/checkpoint.pt" ] && [ -z "${3:-}" ] && continue  # this machine's own copy is as new or newer
+    finished "$run" || finished "$dest" || finished "$committed/${run#"$1"/}" && continue
+    if [ -e "$dest/checkpoint.pt" ]; then  # without overwrite: this machine's own copy is as new or newer
+      [ -z "${3:-}" ] || [ "$(epochs_done "$dest")" -ge "$(epochs_done "$run")" ] && continue
+    fi
     rm -rf "$dest" && mkdir -p "$dest"
     find "$run" -maxdepth 1 -type f -not -name '*.png' -exec cp {} "$dest/" \;
     echo "carried: $dest (from $run)"

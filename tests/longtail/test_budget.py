@@ -173,6 +173,16 @@ def test_cli_on_the_committed_30_epoch_protocol(tmp_path: Path, capsys: pytest.C
     assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
 
 
+def budget_script(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """scripts/results_longtail_budget_cpu.sh on the tiny folder under ``tmp_path/data`` (ResNet-20, fp32, no W&B),
+    its carried runs in ``tmp_path/unfinished``; ``env`` sets POINTS, RUNS, COMMITTED, EXTRA (added to the base)."""
+    extra = "--backbone resnet20 --device cpu --wandb disabled --limit-test 8 " + env.pop("EXTRA", "")
+    full = {**os.environ, "DATA": str(tmp_path / "data"), "AMP": "", "WANDB_MODE": "disabled",
+            "UNFINISHED": str(tmp_path / "unfinished"), "PYTHON": sys.executable, "EXTRA": extra, **env}
+    return subprocess.run(["bash", str(ROOT / "scripts" / "results_longtail_budget_cpu.sh"), *args], env=full,
+                          capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.slow
 def test_the_budget_script_saves_finished_records_and_a_later_session_skips_them(tmp_path: Path) -> None:
     """scripts/results_longtail_budget_cpu.sh on a tiny folder: each finished run's record (no checkpoint) lands in
@@ -180,14 +190,9 @@ def test_the_budget_script_saves_finished_records_and_a_later_session_skips_them
     ``sla-budget`` pairs the committed records."""
     write_folder(tmp_path / "data" / "cifar10-jpeg", 100, 4, seed=0)  # imbalance 100: 100, 21, 4, 1 images
     committed = tmp_path / "committed"
-    env = {**os.environ, "DATA": str(tmp_path / "data"), "COMMITTED": str(committed), "POINTS": "1:ce:0", "AMP": "",
-           "EXTRA": "--backbone resnet20 --device cpu --wandb disabled --limit-test 8", "WANDB_MODE": "disabled",
-           "UNFINISHED": str(tmp_path / "unfinished"), "PYTHON": sys.executable}
-    script = ROOT / "scripts" / "results_longtail_budget_cpu.sh"
 
     def run(runs: Path) -> str:
-        res = subprocess.run(["bash", str(script)], env={**env, "RUNS": str(runs)}, capture_output=True, text=True,
-                             timeout=600)
+        res = budget_script(tmp_path, POINTS="1:ce:0", RUNS=str(runs), COMMITTED=str(committed))
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         return res.stdout
 
@@ -212,16 +217,11 @@ def test_the_budget_script_carries_an_unfinished_run_to_a_later_session_which_re
     losses of a run never stopped; the carried copy is then deleted."""
     write_folder(tmp_path / "data" / "cifar10-jpeg", 100, 4, seed=0)
     unfinished = tmp_path / "unfinished"
-    extra = "--backbone resnet20 --device cpu --wandb disabled --limit-test 8 --num-threads 1"
-    env = {**os.environ, "DATA": str(tmp_path / "data"), "POINTS": "2:ce:0", "AMP": "", "WANDB_MODE": "disabled",
-           "UNFINISHED": str(unfinished), "PYTHON": sys.executable}
-    script = ROOT / "scripts" / "results_longtail_budget_cpu.sh"
 
     def run(session: str, *args: str, stop: bool = False) -> subprocess.CompletedProcess[str]:
-        over = {"RUNS": str(tmp_path / session / "runs"), "COMMITTED": str(tmp_path / session / "committed"),
-                "EXTRA": extra + (" --stop-after 1" if stop else "")}
-        return subprocess.run(["bash", str(script), *args], env={**env, **over}, capture_output=True, text=True,
-                              timeout=600)
+        return budget_script(tmp_path, *args, POINTS="2:ce:0", RUNS=str(tmp_path / session / "runs"),
+                             COMMITTED=str(tmp_path / session / "committed"),
+                             EXTRA="--num-threads 1" + (" --stop-after 1" if stop else ""))
 
     first = run("s1", stop=True)
     assert first.returncode == 3, first.stdout[-3000:] + first.stderr[-3000:]  # runs remain
@@ -250,6 +250,47 @@ def test_the_budget_script_carries_an_unfinished_run_to_a_later_session_which_re
         assert got["test/acc"] == want["test/acc"]
         assert (tmp_path / "s2" / "committed" / "e2" / "imagefolder_ir100" / name / "metrics.json").is_file()
     assert not list(unfinished.rglob("checkpoint.pt"))  # finished: the carried copies are gone
+
+
+def fake_run(folder: Path, epochs_done: int, finished: bool = False) -> Path:
+    """A run folder as the protocol leaves it: ``epochs_done`` history rows and a checkpoint, or a finished record."""
+    folder.mkdir(parents=True)
+    for name in ("config.yaml", "recipe.json"):
+        (folder / name).write_text("{}")
+    (folder / "history.jsonl").write_text("".join(f'{{"epoch": {e}}}\n' for e in range(1, epochs_done + 1)))
+    if finished:
+        (folder / "metrics.json").write_text('{"test/acc": 0.5}')
+    else:
+        (folder / "checkpoint.pt").write_bytes(b"epoch %d" % epochs_done)
+    return folder
+
+
+def test_saving_two_lanes_carries_the_most_advanced_copy_and_never_a_run_finished_in_the_other(tmp_path: Path) -> None:
+    """Two lanes started from the same carried folders, so each lane's RUNS holds a stale copy of the run the other
+    lane advanced: whichever lane is saved first, the carried copy is the one with more epochs done, and a run one lane
+    finished is not carried again from the other's stale copy (its committed record stands)."""
+    point = Path("e60") / "imagefolder_ir100"
+    for order in ("ab", "ba"):
+        base = tmp_path / order
+        lanes = {"a": base / "runs_a", "b": base / "runs_b"}
+        fake_run(lanes["a"] / point / "la_slasd_s0", 55)  # lane a advanced it from 10 to 55 epochs
+        fake_run(lanes["b"] / point / "la_slasd_s0", 10)  # lane b's stale copy
+        fake_run(lanes["a"] / point / "la_baseline_s1", 50)  # lane a's stale copy
+        fake_run(lanes["b"] / point / "la_baseline_s1", 60, finished=True)  # lane b finished it
+        fake_run(base / "unfinished" / point / "la_baseline_s1", 50)  # carried from the last session
+        for lane in order:
+            res = budget_script(base, "--save-unfinished", RUNS=str(lanes[lane]), COMMITTED=str(base / "committed"))
+            assert res.returncode == 0, res.stderr[-3000:]
+        carried = base / "unfinished" / point
+        assert sorted(p.name for p in carried.iterdir()) == ["la_slasd_s0"], order
+        assert (carried / "la_slasd_s0" / "checkpoint.pt").read_bytes() == b"epoch 55", order
+        assert (base / "committed" / point / "la_baseline_s1" / "metrics.json").is_file()
+
+        fresh = base / "next_session"  # the next session's start: the finished run keeps its record, not a checkpoint
+        res = budget_script(base, RUNS=str(fresh), COMMITTED=str(base / "committed"), POINTS=" ")  # copies, no runs
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        assert not (fresh / point / "la_baseline_s1" / "checkpoint.pt").exists()
+        assert (fresh / point / "la_slasd_s0" / "checkpoint.pt").read_bytes() == b"epoch 55"
 
 
 BUDGET = ROOT / "docs" / "runs" / "longtail_budget_cpu"
