@@ -10,9 +10,9 @@
 #   POINTS="10:logit-adjusted:0 20:logit-adjusted:0" scripts/results_longtail_budget_cpu.sh   # a part of it
 #
 # POINTS: "epochs:loss:seed" items (default: LA at 10 epochs, seeds 0 and 1, then at 20, then CE seed 0 at 10
-# and 20, then the 60-epoch points in the same order; POINTS=" " only copies the committed and carried runs in). DATA (default .data), RUNS (default runs/lt_budget_cpu),
-# THREADS (default 1), AMP (default --amp: bf16 autocast; set AMP= on a CPU without bf16), EXTRA (more sla-longtail
-# options for every run, e.g. EXTRA="--eval-every 5").
+# and 20, then the 60-epoch points in the same order; POINTS=" " only copies the committed and carried runs in).
+# DATA (default .data), RUNS (default runs/lt_budget_cpu), THREADS (default 1), AMP (default --amp: bf16 autocast;
+# set AMP= on a CPU without bf16), EXTRA (more sla-longtail options for every run, e.g. EXTRA="--eval-every 5").
 # COMMITTED (default docs/runs/longtail_budget_cpu, the same layout as RUNS) keeps the list going across sessions
 # whose machines keep nothing: after each point the record of every finished run (config.yaml, recipe.json,
 # metrics.json; no checkpoint) is copied there, to be committed; at the start the committed records are copied into

@@ -252,7 +252,7 @@ def test_the_budget_script_carries_an_unfinished_run_to_a_later_session_which_re
     assert not list(unfinished.rglob("checkpoint.pt"))  # finished: the carried copies are gone
 
 
-def fake_run(folder: Path, epochs_done: int, finished: bool = False) -> Path:
+def fake_run(folder: Path, epochs_done: int, finished: bool = False) -> None:
     """A run folder as the protocol leaves it: ``epochs_done`` history rows and a checkpoint, or a finished record."""
     folder.mkdir(parents=True)
     for name in ("config.yaml", "recipe.json"):
@@ -262,7 +262,6 @@ def fake_run(folder: Path, epochs_done: int, finished: bool = False) -> Path:
         (folder / "metrics.json").write_text('{"test/acc": 0.5}')
     else:
         (folder / "checkpoint.pt").write_bytes(b"epoch %d" % epochs_done)
-    return folder
 
 
 def test_saving_two_lanes_carries_the_most_advanced_copy_and_never_a_run_finished_in_the_other(tmp_path: Path) -> None:
