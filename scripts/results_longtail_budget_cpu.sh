@@ -9,8 +9,8 @@
 #   scripts/results_longtail_budget_cpu.sh                                 # the whole list, in this order
 #   POINTS="10:logit-adjusted:0 20:logit-adjusted:0" scripts/results_longtail_budget_cpu.sh   # a part of it
 #
-# POINTS: "epochs:loss:seed" items (default: LA at 10 epochs, seeds 0 and 1, then at 20, then CE seed 0 at 10
-# and 20, then the 60-epoch points in the same order; POINTS=" " only copies the committed and carried runs in).
+# POINTS: "epochs:loss:seed" items (default: LA at 10 epochs, seeds 0 and 1, then at 20, then CE seeds 0, 1 at 10
+# and 20, then at 60 epochs LA seeds 0, 1 and CE seed 0; POINTS=" " only copies the committed and carried runs in).
 # DATA (default .data), RUNS (default runs/lt_budget_cpu), THREADS (default 1), AMP (default --amp: bf16 autocast;
 # set AMP= on a CPU without bf16), EXTRA (more sla-longtail options for every run, e.g. EXTRA="--eval-every 5").
 # COMMITTED (default docs/runs/longtail_budget_cpu, the same layout as RUNS) keeps the list going across sessions
@@ -67,7 +67,7 @@ if [ "${1:-}" = --save-unfinished ]; then
 fi
 copy_finished "$committed" "$runs"
 copy_started "$unfinished" "$runs"
-default="10:logit-adjusted:0 10:logit-adjusted:1 20:logit-adjusted:0 20:logit-adjusted:1 10:ce:0 20:ce:0
+default="10:logit-adjusted:0 10:logit-adjusted:1 20:logit-adjusted:0 20:logit-adjusted:1 10:ce:0 20:ce:0 10:ce:1 20:ce:1
          60:logit-adjusted:0 60:logit-adjusted:1 60:ce:0"
 for point in ${POINTS:-$default}; do
   IFS=: read -r epochs loss seed <<<"$point"
