@@ -91,7 +91,7 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(FewShotConfig, argv, prog="sla-fewshot")
+    cfg = parse_config(FewShotConfig, argv, prog="sla-fewshot", package="episodes")
     try:
         with closing_group():
             m = run(cfg)

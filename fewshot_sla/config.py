@@ -3,7 +3,9 @@
 Each script defines one ``@dataclass`` whose fields hold the only defaults (with a comment per
 field). :func:`parse_config` builds the command line from it:
 
-* ``--config FILE.yaml`` loads overrides (unknown keys are errors, naming the known ones);
+* ``--config FILE.yaml`` loads overrides (unknown keys are errors, naming the known ones); instead of a file,
+  the name of a recipe shipped inside the package (``--config tiny-imagenet/gpu_protonet_5w1s_sla`` or
+  ``--config longtail/cifar10_ir100_ldam_drw``), see :func:`find_recipe`;
 * ``--some-field VALUE`` (or ``--some_field``) overrides one field; ``--flag`` / ``--no-flag``
   for booleans;
 * :func:`save_config` writes the resolved config beside the results (``OUT/config.yaml``).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.resources
 import types
 import typing
 from collections.abc import Sequence
@@ -21,7 +24,16 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "parse_config", "load_config", "config_from_dict", "save_config", "to_dict"]
+__all__ = [
+    "ConfigError",
+    "parse_config",
+    "load_config",
+    "config_from_dict",
+    "save_config",
+    "to_dict",
+    "find_recipe",
+    "recipe_names",
+]
 
 C = TypeVar("C")
 
@@ -94,11 +106,62 @@ def config_from_dict(cls: type[C], values: dict[str, Any], base: C | None = None
     return cls(**current)
 
 
-def load_config(cls: type[C], path: str | Path, base: C | None = None) -> C:
-    """Apply the YAML file ``path`` to ``base`` (or the defaults)."""
-    p = Path(path)
-    if not p.is_file():
+def recipe_names(package: str) -> list[str]:
+    """The recipes shipped in ``package``'s ``configs/`` folder, as names for ``--config`` (sorted)."""
+    root = importlib.resources.files(package).joinpath("configs")
+    names: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for child in node.iterdir():
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            elif child.name.endswith(".yaml"):
+                names.append(prefix + child.name[: -len(".yaml")])
+
+    if root.is_dir():
+        walk(root, "")
+    return sorted(names)
+
+
+def find_recipe(name: str | Path, package: str | None = None) -> Path:
+    """The config file for ``--config name``: ``name`` itself when it is a file, else a recipe shipped in
+    ``package``'s ``configs/`` folder (package data, so it is there in a wheel install too).
+
+    A recipe is named by its path under ``configs/`` without ``.yaml`` (``tiny-imagenet/gpu_protonet_5w1s_sla``);
+    a leading ``PACKAGE/`` or ``configs/`` and a trailing ``.yaml`` are accepted (``longtail/cifar10_ir100_ce``,
+    ``configs/longtail/cifar10_ir100_ce.yaml``: the paths these recipes had in the source tree before).
+
+    Raises:
+        ConfigError: neither a file nor a shipped recipe; the message names both places looked in and the
+            recipes that exist.
+    """
+    p = Path(name)
+    if p.is_file():
+        return p
+    if package is None:
         raise ConfigError(f"config file {str(p)!r} does not exist")
+    parts = [q for q in str(name).replace("\\", "/").split("/") if q]
+    if parts and parts[0] == "configs":
+        parts = parts[1:]
+    if parts and parts[0] == package:
+        parts = parts[1:]
+    stem = "/".join(parts)
+    stem = stem[: -len(".yaml")] if stem.endswith(".yaml") else stem
+    root = importlib.resources.files(package).joinpath("configs")
+    candidate = root.joinpath(*f"{stem}.yaml".split("/")) if stem else None
+    if candidate is not None and candidate.is_file():
+        return Path(str(candidate))
+    known = recipe_names(package)
+    raise ConfigError(
+        f"config {str(name)!r} is neither a file nor a recipe shipped with {package} (looked for {str(p)!r} and "
+        f"{package}/configs/{stem}.yaml); shipped recipes: {', '.join(known) or 'none'}"
+    )
+
+
+def load_config(cls: type[C], path: str | Path, base: C | None = None, package: str | None = None) -> C:
+    """Apply the YAML file ``path`` (or the recipe of that name shipped in ``package``, see
+    :func:`find_recipe`) to ``base`` (or the defaults)."""
+    p = find_recipe(path, package)
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
@@ -140,9 +203,15 @@ def _help(cls: type) -> dict[str, str]:
 
 
 def parse_config(
-    cls: type[C], argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None
+    cls: type[C],
+    argv: Sequence[str] | None = None,
+    description: str | None = None,
+    prog: str | None = None,
+    package: str | None = None,
 ) -> C:
     """Parse ``--config FILE`` and ``--field value`` flags into ``cls`` (flags win over the file).
+
+    ``package``: the package whose shipped recipes ``--config NAME`` may name (:func:`find_recipe`).
 
     Raises:
         SystemExit: with argparse's message for an unknown flag or a bad value.
@@ -150,7 +219,13 @@ def parse_config(
     types_ = _field_types(cls)
     helps = _help(cls)
     ap = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip().split("\n")[0])
-    ap.add_argument("--config", metavar="FILE.yaml", help="YAML file overriding the defaults")
+    ap.add_argument(
+        "--config",
+        metavar="FILE.yaml|RECIPE",
+        help="YAML file overriding the defaults"
+        + (f", or the name of a recipe shipped in {package}/configs/ (e.g. {recipe_names(package)[0]})"
+           if package and recipe_names(package) else ""),
+    )
     defaults = cls()
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         base, _ = _base_type(types_[f.name])
@@ -168,7 +243,7 @@ def parse_config(
     cfg = defaults
     try:
         if ns.config:
-            cfg = load_config(cls, ns.config, cfg)
+            cfg = load_config(cls, ns.config, cfg, package=package)
         flags = {k: v for k, v in vars(ns).items() if k != "config" and v is not None}
         cfg = config_from_dict(cls, flags, cfg, source="command line")
     except ConfigError as e:

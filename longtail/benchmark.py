@@ -62,7 +62,7 @@ def run(cfg: LTConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(LTConfig, argv, prog="sla-longtail")
+    cfg = parse_config(LTConfig, argv, prog="sla-longtail", package="longtail")
     try:
         with closing_group():
             if cfg.grid_loss or cfg.grid_transform:

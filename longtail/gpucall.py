@@ -23,7 +23,7 @@ What it does, in one process, within ``--budget`` seconds of wall time (default 
 
 Priority (:func:`priority_queue`): CIFAR-10-LT-100 LDAM-DRW and logit adjustment, each baseline then SLA+SD, seed 0
 of both losses, then seed 1, then 2; then VS and CE likewise; then imbalance ratio 10 (all four losses). The
-protocol is LDAM-DRW's 200 epochs (``configs/longtail/cifar10_ir<r>_<loss>.yaml``) on the image folder, with
+protocol is LDAM-DRW's 200 epochs (``longtail/configs/cifar10_ir<r>_<loss>.yaml``) on the image folder, with
 CIFAR-10's normalisation (``--norm-stats cifar``, as LDAM-DRW).
 
 ``--dry-run`` rehearses the same steps on a CPU: a small synthetic image folder, 1-epoch runs, a tiny throughput

@@ -18,7 +18,7 @@ SIGKILL after ``--grace`` more seconds at most; a killed run loses only its unfi
 run of the grid is finished, ``sla-report`` writes ``OUT/<dataset>_ir<ratio>/report/report.md`` (mean +-
 std over seeds per loss and method).
 
-Recipes: for ``--dataset cifar10`` the runs take ``configs/longtail/cifar10_ir<ratio>_<recipe>.yaml``
+Recipes: for ``--dataset cifar10`` the runs take ``longtail/configs/cifar10_ir<ratio>_<recipe>.yaml``
 (``--recipes auto``; recipe = ``ce``, ``ldam_drw``, ``logit_adjusted``, ``vs`` for the losses ``ce``,
 ``ldam``, ``logit-adjusted``, ``vs``), which fix the weight decay and the rest of the LDAM-DRW protocol;
 ``--recipes PREFIX`` takes ``PREFIX<recipe>.yaml`` instead and ``--recipes none`` uses sla-longtail's
@@ -70,10 +70,10 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE_DIR = ROOT / "configs" / "longtail"
+RECIPE_DIR = Path(__file__).resolve().parent / "configs"  # the recipes shipped with longtail
 DEFAULT_CUDA_JOBS = 6  # concurrent ResNet-32 runs on one GPU (each uses a fraction of it at batch 128)
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
-# Recipe file stem of each protocol loss (configs/longtail/<dataset>_ir<ratio>_<stem>.yaml).
+# Recipe file stem of each protocol loss (longtail/configs/<dataset>_ir<ratio>_<stem>.yaml).
 RECIPE_NAMES = {"ce": "ce", "ldam": "ldam_drw", "logit-adjusted": "logit_adjusted", "vs": "vs"}
 DRW_LOSSES = frozenset({"ldam"})  # the protocol's "ldam" is LDAM-DRW
 METHODS = ("baseline", "slasd")
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="SLA transformation of the slasd runs (default: rotation)")
     ap.add_argument("--out", default="runs/protocol", help="output root (default: runs/protocol)")
     ap.add_argument("--recipes", default="auto",
-                    help="auto (configs/longtail/<dataset>_ir<ratio>_<recipe>.yaml for cifar10 when present), "
+                    help="auto (longtail/configs/<dataset>_ir<ratio>_<recipe>.yaml for cifar10 when present), "
                     "none, or a path prefix P (P<recipe>.yaml, every one required)")
     ap.add_argument("--jobs", type=int, default=0,
                     help=f"runs at once (default 0 = 1 on CPU, {DEFAULT_CUDA_JOBS} on CUDA)")

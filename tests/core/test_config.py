@@ -1,4 +1,5 @@
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,43 @@ def test_every_cli_prints_its_help(module, capsys):
     with pytest.raises(SystemExit) as e:
         importlib.import_module(module).main(["--help"])
     assert e.value.code == 0 and "--seed" in capsys.readouterr().out
+
+
+def test_find_recipe_names_a_shipped_recipe_by_any_of_its_spellings(tmp_path, monkeypatch):
+    """``--config NAME`` finds the recipe shipped as package data, whatever the working directory."""
+    from fewshot_sla.config import find_recipe, recipe_names
+
+    monkeypatch.chdir(tmp_path)  # no source tree around: only the package's own files
+    want = find_recipe("longtail/cifar10_ir100_ldam_drw", "longtail")
+    assert want.name == "cifar10_ir100_ldam_drw.yaml" and want.parent.parent.name == "longtail"
+    for spelling in ("cifar10_ir100_ldam_drw", "cifar10_ir100_ldam_drw.yaml", "configs/longtail/cifar10_ir100_ldam_drw.yaml"):
+        assert find_recipe(spelling, "longtail") == want
+    shot = find_recipe("tiny-imagenet/gpu_protonet_5w1s_sla", "episodes")
+    assert shot.parts[-3:] == ("configs", "tiny-imagenet", "gpu_protonet_5w1s_sla.yaml")
+    assert "mini-imagenet/svm_5w5s_sla" in recipe_names("episodes")
+    local = tmp_path / "mine.yaml"
+    local.write_text("epochs: 3\n")
+    assert find_recipe("mine.yaml", "longtail") == Path("mine.yaml")  # a file wins over a recipe name
+
+
+def test_a_missing_recipe_names_where_it_looked_and_what_exists(tmp_path, monkeypatch):
+    from fewshot_sla.config import find_recipe
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        find_recipe("longtail/cifar10_ir50_ldam_drw", "longtail")
+    msg = str(e.value)
+    assert "longtail/configs/cifar10_ir50_ldam_drw.yaml" in msg and "cifar10_ir100_ldam_drw" in msg
+    with pytest.raises(ConfigError, match="does not exist"):
+        find_recipe("nope.yaml")  # no package: a plain file or nothing
+
+
+def test_the_clis_read_a_recipe_by_name(tmp_path, monkeypatch):
+    from episodes.config import FewShotConfig
+    from longtail.config import LTConfig
+
+    monkeypatch.chdir(tmp_path)
+    lt = parse_config(LTConfig, ["--config", "longtail/cifar10_ir100_ldam_drw"], package="longtail")
+    assert (lt.loss, lt.drw, lt.epochs) == ("ldam", True, 200)
+    fs = parse_config(FewShotConfig, ["--config", "mini-imagenet/svm_5w5s_sla"], package="episodes")
+    assert (fs.learner, fs.shots, fs.dataset) == ("svm", 5, "mini-imagenet")

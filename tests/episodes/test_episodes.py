@@ -229,14 +229,14 @@ def test_learning_rate_schedules():
 
 
 def test_shipped_configs_are_valid():
-    """Every YAML recipe under configs/ parses into FewShotConfig and passes its checks."""
+    """Every YAML recipe under episodes/configs/ parses into FewShotConfig and passes its checks."""
     from pathlib import Path
 
     from episodes.recipe import check_config
     from fewshot_sla.config import parse_config
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
-    files = sorted(f for f in configs.rglob("*.yaml") if "longtail" not in f.parts)
+    configs = Path(__file__).resolve().parents[2] / "episodes" / "configs"
+    files = sorted(configs.rglob("*.yaml"))
     assert len(files) >= 5
     for f in files:
         cfg = parse_config(FewShotConfig, ["--config", str(f)])

@@ -105,7 +105,7 @@ def test_dry_run_uses_the_shipped_recipes(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 8  # 2 losses x 2 methods x 2 seeds
     ldam = [ln for ln in lines if "--loss ldam" in ln]
-    assert all("configs/longtail/cifar10_ir100_ldam_drw.yaml" in ln and "--drw" in ln for ln in ldam)
+    assert all("longtail/configs/cifar10_ir100_ldam_drw.yaml" in ln and "--drw" in ln for ln in ldam)
     assert all(ln.endswith("--resume --amp") for ln in lines)
     assert sum("--transform rotation --sd" in ln for ln in lines) == 4
     assert "runs/protocol/cifar10_ir100/vs_slasd_s1" in lines[-1]

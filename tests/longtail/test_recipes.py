@@ -1,4 +1,4 @@
-"""The shipped long-tail recipes (configs/longtail/*.yaml): each parses, holds the LDAM-DRW protocol and its
+"""The shipped long-tail recipes (longtail/configs/*.yaml): each parses, holds the LDAM-DRW protocol and its
 loss's weight decay, and that weight decay is the one sla-longtail's optimiser trains with (baseline and
 SLA+SD, which the command line adds with ``--transform rotation --sd``)."""
 
@@ -18,7 +18,7 @@ from longtail.config import LTConfig
 from longtail.data import LTData, class_counts
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPES = sorted((ROOT / "configs" / "longtail").glob("*.yaml"))
+RECIPES = sorted((ROOT / "longtail" / "configs").glob("*.yaml"))
 # file stem's loss part -> (loss, drw, weight decay): see each file's comment for the source of the value
 EXPECTED = {
     "ce": ("ce", False, 2e-4),
