@@ -64,7 +64,8 @@ def test_find_recipe_names_a_shipped_recipe_by_any_of_its_spellings(tmp_path, mo
     monkeypatch.chdir(tmp_path)  # no source tree around: only the package's own files
     want = find_recipe("longtail/cifar10_ir100_ldam_drw", "longtail")
     assert want.name == "cifar10_ir100_ldam_drw.yaml" and want.parent.parent.name == "longtail"
-    for spelling in ("cifar10_ir100_ldam_drw", "cifar10_ir100_ldam_drw.yaml", "configs/longtail/cifar10_ir100_ldam_drw.yaml"):
+    old_path = "configs/longtail/cifar10_ir100_ldam_drw.yaml"
+    for spelling in ("cifar10_ir100_ldam_drw", "cifar10_ir100_ldam_drw.yaml", old_path):
         assert find_recipe(spelling, "longtail") == want
     shot = find_recipe("tiny-imagenet/gpu_protonet_5w1s_sla", "episodes")
     assert shot.parts[-3:] == ("configs", "tiny-imagenet", "gpu_protonet_5w1s_sla.yaml")
