@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.fewshot-sla-installed
 
-.PHONY: demo test test-fast lint bench clean-venv
+.PHONY: demo test test-unit test-wheel test-fast lint bench clean-venv
 
 $(STAMP): pyproject.toml scripts/install.sh scripts/build_learn2learn.sh
 	scripts/install.sh
@@ -12,8 +12,14 @@ demo: $(STAMP)
 	WANDB_SILENT=true $(PY) -m fewshot_sla.demo --out runs/demo
 	$(PY) -m episodes.demo
 
-test: $(STAMP)
+# The whole suite, then the built wheel in a fresh environment outside the checkout.
+test: test-unit test-wheel
+
+test-unit: $(STAMP)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) -m pytest -q --durations=15
+
+test-wheel: $(STAMP)
+	scripts/ci_wheel.sh
 
 test-fast: $(STAMP)
 	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fewshot_sla import checkpoint, get_transform, runs
+from fewshot_sla import checkpoint, extras, get_transform, runs
 from fewshot_sla import engine as eng
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import config_from_dict, to_dict
@@ -109,8 +109,9 @@ AUTO_TEST_EPISODES: dict[str, int] = {
 #: data lives (its content is checked against the record), how often to checkpoint, and the test that follows
 #: training. The val/test episode *shapes* are not free here: they shape validation, which picks best.pt.
 RESUME_FREE: frozenset[str] = frozenset({"data_root", "download", "checkpoint_every", "test_only", "test_episodes"})
-#: What ``--test-only`` may change: also the test episodes' shapes.
-RETEST_FREE: frozenset[str] = RESUME_FREE | {"test_ways", "test_shots", "test_queries"}
+#: What ``--test-only`` may change: also the test episodes' shapes and the pre-trained encoder's test head (the
+#: head reads frozen features, so another head re-tests the same weights).
+RETEST_FREE: frozenset[str] = RESUME_FREE | {"test_ways", "test_shots", "test_queries", "test_head"}
 
 
 def resolve_test_episodes(cfg: FewShotConfig) -> int:
@@ -153,6 +154,18 @@ def check_config(cfg: FewShotConfig, world_size: int = 1) -> None:
             f"--meta-batch {cfg.meta_batch} must split evenly into the {world_size} processes (episodes of a "
             "meta-batch are divided between them); pick a multiple of the process count"
         )
+    check_extras(cfg)
+
+
+def check_extras(cfg: FewShotConfig) -> None:
+    """Stop before any data is loaded when the run needs an optional package that is not installed
+    (:class:`fewshot_sla.extras.MissingExtra`, one line naming the extra)."""
+    if cfg.learner == "svm" and not extras.available("qpth"):
+        extras.require("qpth", "--learner svm (MetaOptNet-SVM's differentiable QP solver)")
+    if cfg.learner in PRETRAIN and cfg.test_head == "logreg" and not extras.available("sklearn"):
+        extras.require("sklearn", "--test-head logreg")
+    if cfg.wandb == "online" and not extras.available("wandb"):
+        extras.require("wandb", "--wandb online")
 
 
 def lr_at(cfg: FewShotConfig, step: int) -> float:

@@ -13,7 +13,9 @@ writes the record, ``OUT/recipe.json`` (strict JSON), before training:
      "identity": {"method": {...}, "data": {...}},  # what defines the method and its data (grouping, W&B group)
      "group": "cfg-0123456789",               # group_id(identity)
      "report": {...},                         # how sla-report tables this kind (names, columns; see report.py)
-     "git_commit": "..."}
+     "package_version": "0.1.0",              # what produced it (fewshot_sla.utils.provenance): the version,
+     "git_commit": "..." | null,              # the commit only when run from this project's own checkout,
+     "python": ..., "torch": ..., "numpy": ..., "cpu": ..., "cuda_device": ... | null}
 
 Everything that reads a run reads this record, never the data folder's current state: ``--resume`` and
 ``--test-only`` (:func:`check_resume`, the recorded splits and statistics), the predictors (``load_run``) and
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
-from .utils import DataError, git_commit, json_dumps, read_json, write_json
+from .utils import DataError, json_dumps, provenance, read_json, write_json
 
 __all__ = [
     "RECORD_FILE", "FORMAT", "RUN_KEYS", "canonical", "identity", "group_id", "make_record", "write_record",
@@ -83,7 +85,7 @@ def make_record(
     """A run record (see the module docstring); strict-JSON-able or a TypeError."""
     rec = {
         "format": FORMAT, "kind": kind, "config": dict(config), "recipe": dict(recipe), "identity": dict(ident),
-        "group": group_id(ident), "report": dict(report), "git_commit": git_commit(),
+        "group": group_id(ident), "report": dict(report), **provenance(),
     }
     json_dumps(rec)  # fail here, not half-way through writing
     return rec

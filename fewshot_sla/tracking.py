@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .runs import group_id, identity
-from .utils import atomic_write_text, git_commit, json_dumps, write_json
+from .utils import atomic_write_text, json_dumps, provenance, write_json
 
 __all__ = ["RunLogger", "WANDB_MODES", "format_table"]
 
@@ -75,6 +75,16 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     return "\n".join([line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells])
 
 
+_SAID: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    """Print ``line`` to stderr once per process (not a warning per run)."""
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line, file=sys.stderr)
+
+
 class RunLogger:
     """Logs the same numbers to the console, ``OUT/metrics.json`` and (optionally) W&B.
 
@@ -111,7 +121,7 @@ class RunLogger:
         self.enabled = enabled
         self.quiet = quiet
         self.summary: dict[str, Any] = {}
-        self.meta: dict[str, Any] = {"git_commit": git_commit(), **(extra or {})}
+        self.meta: dict[str, Any] = {**provenance(), **(extra or {})}
         self.run: Any = None
         self._saved_env: dict[str, str | None] = {}  # environment to restore in finish()
         self.group = group_id(identity(self.config, (), {})) if group is None and self.config else group
@@ -130,7 +140,10 @@ class RunLogger:
         try:
             import wandb
         except ImportError:
-            warnings.warn("wandb is not installed (pip install wandb); logging to metrics.json only", stacklevel=3)
+            _say_once(
+                "W&B: wandb is not installed, so nothing is logged to W&B; the run's metrics go to its folder "
+                "(metrics.json, CSVs). pip install 'fewshot-sla[wandb]' to log them to W&B too"
+            )
             return
         always, defaults = _wandb_env(mode, self.out)
         self._set_env(always, defaults)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import random
 import subprocess
 import tempfile
@@ -31,6 +32,9 @@ __all__ = [
     "eval_mode",
     "inference_batches",
     "git_commit",
+    "project_checkout",
+    "cpu_name",
+    "provenance",
     "atomic_torch_save",
     "atomic_write_text",
     "json_dumps",
@@ -85,16 +89,37 @@ def inference_batches(n: int, size: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def git_commit(path: str | Path | None = None) -> str | None:
-    """The commit of the checkout holding this package (with ``-dirty``), or None outside git."""
-    here = Path(path) if path else Path(__file__).resolve().parent
+def project_checkout(path: str | Path | None = None) -> Path | None:
+    """The root of this project's own source checkout when the package runs from one, else None.
+
+    The package runs from its checkout when the folder above ``fewshot_sla/`` holds this project's
+    ``pyproject.toml`` (name ``fewshot-sla``) and is a git work tree's top level; a wheel installed into a
+    virtual environment that sits inside some other git repository is not a checkout of this project.
+    """
+    pkg = Path(path) if path else Path(__file__).resolve().parent
+    root = pkg.parent
+    pyproject = root / "pyproject.toml"
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if not (root / ".git").exists() or 'name = "fewshot-sla"' not in pyproject.read_text():
+            return None
+    except OSError:
+        return None
+    return root
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The commit of this project's checkout holding the package (with ``-dirty``), or None when the package
+    does not run from its own checkout (:func:`project_checkout`: an installed wheel) or git is unavailable."""
+    root = project_checkout(path)
+    if root is None:
+        return None
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
+            cwd=root,
             capture_output=True,
             text=True,
             timeout=5,
@@ -102,6 +127,34 @@ def git_commit(path: str | Path | None = None) -> str | None:
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance() -> dict[str, Any]:
+    """What produced a run, for its record: the package version, the git commit (only from this project's own
+    checkout), the versions of Python, torch and numpy, and the hardware (CPU model, CUDA device if any)."""
+    from . import __version__
+
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "package_version": __version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cpu": cpu_name(),
+        "cuda_device": cuda,
+    }
 
 
 def _atomic(path: Path, write) -> None:

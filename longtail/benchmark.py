@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 met = run(cfg)
                 if dist_info().is_main and "test/acc" in met:
                     print(format_table([{k: v for k, v in met.items() if isinstance(v, float)}]))
-    except (DataError, ValueError, ConfigError) as e:
+    except (DataError, ValueError, ConfigError, ImportError) as e:  # ImportError: a missing extra
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

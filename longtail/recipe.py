@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fewshot_sla import SLAClassifier, Transform, get_transform, runs
+from fewshot_sla import SLAClassifier, Transform, extras, get_transform, runs
 from fewshot_sla import engine as eng
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import ConfigError, config_from_dict, to_dict
@@ -157,6 +157,8 @@ def check_config(cfg: LTConfig, world_size: int = 1) -> None:
             f"--batch-size {cfg.batch_size} is the global batch and must split evenly into {world_size} processes "
             "of >= 2 images; pick a multiple of the process count"
         )
+    if cfg.wandb == "online" and not extras.available("wandb"):
+        extras.require("wandb", "--wandb online")
 
 
 def load_data(cfg: LTConfig, progress: bool = False) -> LTData:

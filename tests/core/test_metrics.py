@@ -50,3 +50,15 @@ def test_report_keys():
     assert set(r) == {"test/acc", "test/balanced_acc", "test/per_class_acc", "test/acc_many", "test/acc_medium",
                       "test/acc_few"}
     assert r["test/acc_few"] == pytest.approx(1.0)
+
+
+def test_confusion_and_balanced_accuracy_equal_scikit_learns_without_it():
+    """The core computes both without scikit-learn (an optional extra); on random labels with classes missing
+    from the truth or the predictions they equal scikit-learn's."""
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(2, 9))
+        t, p = rng.integers(0, n - 1, 50), rng.integers(1, n, 50)  # class n-1 never true, class 0 never predicted
+        assert (confusion_matrix(t, p, n) == sk.confusion_matrix(t, p, labels=np.arange(n))).all()
+        assert balanced_accuracy(t, p) == pytest.approx(sk.balanced_accuracy_score(t, p), abs=1e-12)
