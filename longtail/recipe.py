@@ -20,6 +20,7 @@ the engine before every batch, so a per-step warm-up resumes exactly.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -475,8 +476,13 @@ def finish(recipe: Recipe, record: Mapping[str, Any], model: SLAClassifier, data
         f"{cfg.dataset}-LT {cfg.imbalance_ratio:g}, {cfg.loss}{'+DRW' if cfg.drw else ''}, "
         f"{'baseline' if model.m == 1 else 'SLA'}{'+SD' if cfg.sd else ''} ({main})"
     )
-    plot = per_class_plot({title: metrics["test/per_class_acc"]}, counts, ctx.out / "per_class_acc.png",
-                          class_names=names, title=title)
+    try:
+        plot = per_class_plot({title: metrics["test/per_class_acc"]}, counts, ctx.out / "per_class_acc.png",
+                              class_names=names, title=title)
+    except ImportError:  # matplotlib is the [plots] extra: the run's metrics do not need it
+        warnings.warn("matplotlib is not installed: the per-class plot is skipped (pip install "
+                      "'fewshot-sla[plots]')", stacklevel=2)
+        plot = None
     logger.log_per_class("test/per_class_acc", metrics["test/per_class_acc"], names, counts)
     logger.log_confusion("test/confusion", labels.tolist(), preds[main].tolist(), names)
     if plot is not None:

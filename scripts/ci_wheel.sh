@@ -8,7 +8,7 @@
 #   scripts/ci_wheel.sh            # what `make test-wheel` (and so `make test`) runs
 #
 # PYTHON: the interpreter for the fresh environment (default python3); WORK: its folder (default: a new temporary
-# one, removed at the end); DATA: the materialized data (default .data, written by materialize.py when missing).
+# one, removed at the end); VENV: reuse that environment instead of making one; DATA: the materialized data (default .data, written by materialize.py when missing).
 # torch comes from wherever pip finds it; pip's cache is reused between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ repo=$PWD
 PYTHON=${PYTHON:-python3}
 data=$(realpath -m "${DATA:-.data}")
 work=${WORK:-$(mktemp -d)}
+mkdir -p "$work"
 keep=${WORK:+1}
 trap '[ -n "$keep" ] || rm -rf "$work"' EXIT
 step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
@@ -25,14 +26,17 @@ step "build the wheel and the sdist"
 "${BUILD_PYTHON:-.venv/bin/python}" -m build --no-isolation --outdir "$work/dist" . >"$work/build.log" 2>&1 \
   || { tail -20 "$work/build.log"; fail "python -m build"; }
 wheel=$(ls "$work"/dist/*.whl)
-tar -tzf "$work"/dist/*.tar.gz | grep -q "longtail/configs/cifar10_ir100_ldam_drw.yaml" || fail "the sdist lacks the recipes"
+members=$(tar -tzf "$work"/dist/*.tar.gz)
+grep -q "longtail/configs/cifar10_ir100_ldam_drw.yaml" <<<"$members" || fail "the sdist lacks the recipes"
 
 step "a fresh environment inside another git repository, the wheel with no extras"
 mkdir -p "$work/other" && git -C "$work/other" init -q && git -C "$work/other" -c user.email=a@b -c user.name=a \
   commit -q --allow-empty -m other
-"$PYTHON" -m venv "$work/other/venv"
-py=$work/other/venv/bin/python
-bin=$work/other/venv/bin
+venv=${VENV:-$work/other/venv}  # VENV: an environment made by an earlier run of this script (quicker re-runs)
+[ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+py=$venv/bin/python
+bin=$venv/bin
+"$py" -m pip install -q --force-reinstall --no-deps "$wheel" 2>&1 | grep -v "^WARNING: Location" || true
 "$py" -m pip install -q "$wheel" 2>&1 | grep -v "^WARNING: Location" || true
 "$py" -c "import fewshot_sla, episodes, longtail" || fail "the installed packages do not import"
 for m in wandb sklearn matplotlib qpth learn2learn submitit; do
@@ -76,15 +80,15 @@ step "sla-report and both predictors"
 "$bin/sla-report" runs --out report >/dev/null || fail "sla-report"
 grep -q "SLA" report/report.md || fail "report.md has no SLA row"
 mkdir -p sup qry lt_img
-n=0
-for d in $(ls -d "$data"/omniglot-py/images_evaluation/*/* | head -5); do
-  n=$((n + 1)); mkdir -p "sup/c$n" "qry/c$n"
-  ls "$d"/*.png | head -1 | xargs -I{} cp {} "sup/c$n/"
-  ls "$d"/*.png | sed -n 2,3p | xargs -I{} cp {} "qry/c$n/"
+chars=("$data"/omniglot-py/images_evaluation/*/*)
+for n in 1 2 3 4 5; do  # 5 characters: 1 support and 2 query drawings each
+  pngs=("${chars[$n]}"/*.png)
+  mkdir -p "sup/c$n" "qry/c$n" && cp "${pngs[0]}" "sup/c$n/" && cp "${pngs[1]}" "${pngs[2]}" "qry/c$n/"
 done
 "$bin/sla-fewshot-predict" --run runs/fs --support sup --query qry --out fs_pred.csv >/dev/null || fail "sla-fewshot-predict"
 [ "$(wc -l < fs_pred.csv)" -ge 11 ] || fail "sla-fewshot-predict wrote $(wc -l < fs_pred.csv) lines"
-ls "$data"/cifar10-jpeg/test/*/* | head -4 | xargs -I{} cp {} lt_img/
+tests=("$data"/cifar10-jpeg/test/*/*)
+cp "${tests[@]:0:4}" lt_img/
 "$bin/sla-longtail-predict" --run runs/lt lt_img --out lt_pred.csv >/dev/null || fail "sla-longtail-predict"
 [ "$(wc -l < lt_pred.csv)" -ge 5 ] || fail "sla-longtail-predict wrote $(wc -l < lt_pred.csv) lines"
 echo "ok: report and predictions"

@@ -115,3 +115,16 @@ def test_a_default_run_without_wandb_says_so_once(without, tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert err.count("wandb is not installed") == 1 and "fewshot-sla[wandb]" in err
     assert json.loads((tmp_path / "r1" / "metrics.json").read_text())["package_version"] == fewshot_sla.__version__
+
+
+def test_a_long_tail_run_without_matplotlib_writes_its_metrics_and_skips_the_plot(without, tmp_path):
+    """Plots are the [plots] extra: without matplotlib a run finishes, writes metrics.json and warns once."""
+    from longtail.benchmark import run
+    from tests.longtail.synthetic import tiny, write_folder
+
+    without("matplotlib", "matplotlib.figure")
+    data = write_folder(tmp_path / "data", 12, 4, seed=0)
+    with pytest.warns(UserWarning, match=r"fewshot-sla\[plots\]"):
+        met = run(tiny(data, tmp_path / "run", epochs=1))
+    assert "test/acc" in met and (tmp_path / "run" / "metrics.json").is_file()
+    assert not (tmp_path / "run" / "per_class_acc.png").exists()
