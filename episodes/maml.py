@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -189,11 +190,12 @@ class MAMLLearner(nn.Module):
 
     @property
     def encoder(self) -> nn.Module:
-        return self.features if self.features is not None else self.learner.module[0]
+        return self.features if self.features is not None else cast(nn.Sequential, self.learner.module)[0]
 
     @property
     def head(self) -> nn.Linear:
-        return self.learner.module if self.features is not None else self.learner.module[1]
+        net = self.learner.module
+        return cast(nn.Linear, net if self.features is not None else cast(nn.Sequential, net)[1])
 
     def steps(self) -> int:
         """Inner-loop steps in the current mode."""
