@@ -153,6 +153,18 @@ def test_import_does_not_pull_learn2learn():
     assert out.stdout.strip() == "False"
 
 
+def test_no_installed_module_imports_learn2learn():
+    """learn2learn is interop only (an extra): no module of the installed packages imports it."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"^\s*(import learn2learn|from learn2learn)", re.M)
+    hits = [str(p.relative_to(root)) for pkg in ("fewshot_sla", "episodes", "longtail")
+            for p in (root / pkg).rglob("*.py") if pattern.search(p.read_text())]
+    assert hits == []
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_learners_train_without_learn2learn(monkeypatch, algorithm):
     """Every variant builds, meta-trains a step and evaluates with learn2learn unimportable."""
