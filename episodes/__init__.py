@@ -1,5 +1,5 @@
 """Episodic few-shot learners with SLA: N-way K-shot episodes, the SLA episode wrapper, ProtoNet,
-R2D2, MetaOptNet-SVM and the learn2learn learners (MAML, first-order MAML, Meta-SGD, ANIL).
+R2D2, MetaOptNet-SVM and the gradient-based learners (MAML, first-order MAML, Meta-SGD, ANIL).
 
 Builds on :mod:`fewshot_sla`; see ``sla-fewshot --help`` (``python -m episodes.train``).
 ``import episodes`` imports neither learn2learn nor wandb.
@@ -22,7 +22,7 @@ from .data import (
     split_classes,
     to_float,
 )
-from .maml import ALGORITHMS, Learn2LearnMissing, MAMLLearner
+from .maml import ALGORITHMS, MAMLLearner
 from .predict import FewShotPredictor, load_run
 from .protonet import Conv4, ProtoNet, prototypes
 from .r2d2 import R2D2, ridge_head
@@ -57,7 +57,6 @@ __all__ = [
     "svm_head",
     "ALGORITHMS",
     "MAMLLearner",
-    "Learn2LearnMissing",
     "EpisodeSampler",
     "class_index",
     "episode_labels",

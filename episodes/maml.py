@@ -1,15 +1,18 @@
-"""Gradient-based episodic learners (MAML, first-order MAML, Meta-SGD, ANIL) through learn2learn.
+"""Gradient-based episodic learners (MAML, first-order MAML, Meta-SGD, ANIL) on ``torch.func``.
 
 * MAML: Finn, Abbeel & Levine, ICML 2017 -- the whole network is adapted to the support set by a
-  few gradient steps, and the query loss of the adapted copy is back-propagated through them
+  few gradient steps, and the query loss of the adapted parameters is back-propagated through them
   (second order). FOMAML drops the second-order term.
 * Meta-SGD: Li, Zhou, Chen & Li, 2017 -- as MAML with a meta-learned learning rate per parameter
   entry (initialised to ``inner_lr``).
 * ANIL: Raghu, Raghu, Bengio & Vinyals, ICLR 2020 -- only the linear head is adapted; the encoder's
-  features are computed once per episode and the encoder is learned in the outer loop only.
+  features are computed once per set and the encoder is learned in the outer loop only.
 
-learn2learn is imported where a learner is built, never when this module is imported; without it a
-:class:`Learn2LearnMissing` error names the install command (``scripts/build_learn2learn.sh``).
+The inner loop is the plain function :func:`inner_loop` (``torch.func.functional_call`` on a dict of
+parameters and ``torch.autograd.grad``); :class:`MAMLLearner` is a thin module around it. Only torch is
+needed. ``tests/episodes/test_maml_l2l_parity.py`` checks that query losses and outer gradients equal
+learn2learn 0.2.0's ``MAML`` / ``MetaSGD`` on fixed episodes, and checkpoints written when these learners
+were built on learn2learn load unchanged (same ``state_dict`` keys).
 
 With SLA the learner simply sees ``N*M`` classes: construct it with ``ways = sla.ways_joint(N)``
 (``N*M``) and feed it the expanded episode of :class:`episodes.SLAEpisode`.
@@ -17,32 +20,18 @@ With SLA the learner simply sees ``N*M`` classes: construct it with ``ways = sla
 
 from __future__ import annotations
 
-from types import ModuleType
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
-__all__ = ["ALGORITHMS", "Learn2LearnMissing", "import_learn2learn", "use_batch_statistics", "MAMLLearner"]
+__all__ = ["ALGORITHMS", "AdaptedNetwork", "inner_loop", "use_batch_statistics", "MAMLLearner"]
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "anil")
-
-
-class Learn2LearnMissing(ImportError):
-    """learn2learn is needed (gradient-based learners) but not installed."""
-
-
-def import_learn2learn() -> ModuleType:
-    """``import learn2learn``, or a :class:`Learn2LearnMissing` error that says how to install it."""
-    try:
-        import learn2learn
-    except ImportError as e:
-        raise Learn2LearnMissing(
-            "the gradient-based learners (maml, fomaml, metasgd, anil) need learn2learn 0.2.0, which is not "
-            "installed: run `scripts/build_learn2learn.sh .venv/bin/python` (plain `pip install learn2learn` "
-            f"fails to build on Python >= 3.11); import error: {e}"
-        ) from e
-    return learn2learn
 
 
 def use_batch_statistics(module: nn.Module) -> nn.Module:
@@ -58,9 +47,80 @@ def use_batch_statistics(module: nn.Module) -> nn.Module:
     return module
 
 
+def inner_loop(
+    net: nn.Module,
+    params: Mapping[str, Tensor],
+    inputs: Tensor,
+    labels: Tensor,
+    lr: float | Mapping[str, Tensor],
+    steps: int,
+    first_order: bool = False,
+) -> dict[str, Tensor]:
+    """``steps`` gradient steps ``p <- p - lr * dCE(net(inputs; params), labels)/dp``; the adapted parameters.
+
+    Args:
+        net: the network; its own parameters are not used, ``params`` replace them
+            (``torch.func.functional_call``; buffers such as BatchNorm's running statistics are the net's).
+        params: name (as in ``net.named_parameters()``) -> tensor. Entries that do not require grad
+            (frozen) and entries the loss does not depend on are carried over unchanged.
+        inputs: ``(S, ...)`` support inputs of ``net``.
+        labels: ``(S,)`` class indices.
+        lr: one learning rate, or one tensor per parameter name shaped like it (Meta-SGD).
+        steps: number of steps (0 returns ``params``).
+        first_order: drop the second-order term: the gradients are constants for the outer gradient
+            (FOMAML); otherwise the graph is kept so that the outer gradient flows through them.
+
+    Returns:
+        name -> adapted tensor, functions of ``params`` (and of ``lr`` when it holds tensors).
+    """
+    out = dict(params)
+    for _ in range(steps):
+        loss = F.cross_entropy(functional_call(net, out, (inputs,)), labels)
+        names = [n for n, p in out.items() if p.requires_grad]
+        grads = torch.autograd.grad(
+            loss, [out[n] for n in names], create_graph=not first_order, allow_unused=True
+        )
+        for n, g in zip(names, grads):
+            if g is not None:
+                out[n] = out[n] - (lr[n] if isinstance(lr, Mapping) else lr) * g
+    return out
+
+
+@dataclass
+class AdaptedNetwork:
+    """A network with adapted parameters: ``adapted(x) = functional_call(module, params, (x,))``.
+
+    ``params`` are functions of the learner's parameters (the outer gradient flows through them).
+    """
+
+    module: nn.Module
+    params: dict[str, Tensor]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return functional_call(self.module, self.params, (x,))
+
+
+class _Adaptable(nn.Module):
+    """Holds the adapted part of the network (``module``) and, for Meta-SGD, one learned rate per parameter
+    entry (``lrs``, in the order of ``module.named_parameters()``). The attribute names give the
+    ``state_dict`` keys (``learner.module.*``, ``learner.lrs.*``) that checkpoints have always had."""
+
+    def __init__(self, module: nn.Module, meta_lr: float | None = None) -> None:
+        super().__init__()
+        self.module = module
+        self.lrs: nn.ParameterList | None = None
+        if meta_lr is not None:
+            self.lrs = nn.ParameterList([nn.Parameter(torch.full_like(p, meta_lr)) for p in module.parameters()])
+
+    def step_sizes(self, lr: float) -> float | dict[str, Tensor]:
+        if self.lrs is None:
+            return lr
+        return {n: r for (n, _), r in zip(self.module.named_parameters(), self.lrs)}
+
+
 class MAMLLearner(nn.Module):
-    """``forward(support_x, support_y, query_x, ways=None) -> (Q, ways)``: query logits of a copy of the
-    network adapted to the support set by ``inner_steps`` gradient steps on the support cross-entropy.
+    """``forward(support_x, support_y, query_x, ways=None) -> (Q, ways)``: query logits of the network
+    adapted to the support set by ``inner_steps`` gradient steps on the support cross-entropy.
 
     The network is ``encoder`` followed by a linear head with ``ways`` outputs. The call signature is
     :class:`episodes.ProtoNet`'s, but the head has a fixed number of outputs: **with SLA, construct
@@ -117,35 +177,25 @@ class MAMLLearner(nn.Module):
         d = feat_dim if feat_dim is not None else getattr(encoder, "out_dim", None)
         if d is None:
             raise ValueError("MAMLLearner: the encoder has no out_dim attribute; pass feat_dim=")
-        l2l = import_learn2learn()
         self.ways, self.algorithm = int(ways), algorithm
         self.inner_lr, self.inner_steps, self.test_inner_steps = float(inner_lr), int(inner_steps), test_inner_steps
         self.first_order = algorithm == "fomaml" if first_order is None else bool(first_order)
         if transductive_bn:
             use_batch_statistics(encoder)
         head = nn.Linear(int(d), self.ways)
-        self.features: nn.Module | None = None
-        if algorithm == "anil":
-            self.features = encoder
-            adapted: nn.Module = head
-        else:
-            adapted = nn.Sequential(encoder, head)
-        if algorithm == "metasgd":
-            self.learner = l2l.algorithms.MetaSGD(adapted, lr=self.inner_lr, first_order=self.first_order)
-        else:
-            # allow_nograd: frozen parameters are simply not adapted; it also makes learn2learn raise
-            # autograd errors instead of printing them.
-            self.learner = l2l.algorithms.MAML(
-                adapted, lr=self.inner_lr, first_order=self.first_order, allow_unused=True, allow_nograd=True
-            )
+        # ANIL: the encoder sits outside the adapted part and runs once per set.
+        self.features: nn.Module | None = encoder if algorithm == "anil" else None
+        adapted = head if algorithm == "anil" else nn.Sequential(encoder, head)
+        self.learner = _Adaptable(adapted, self.inner_lr if algorithm == "metasgd" else None)
 
     @property
     def encoder(self) -> nn.Module:
-        return self.features if self.features is not None else self.learner.module[0]
+        return self.features if self.features is not None else cast(nn.Sequential, self.learner.module)[0]
 
     @property
     def head(self) -> nn.Linear:
-        return self.learner.module if self.features is not None else self.learner.module[1]
+        net = self.learner.module
+        return cast(nn.Linear, net if self.features is not None else cast(nn.Sequential, net)[1])
 
     def steps(self) -> int:
         """Inner-loop steps in the current mode."""
@@ -155,12 +205,12 @@ class MAMLLearner(nn.Module):
 
     def adapt(
         self, support_x: Tensor, support_y: Tensor, steps: int | None = None, first_order: bool | None = None
-    ) -> nn.Module:
-        """A clone of the adapted network after ``steps`` steps on ``CE(clone(support_x), support_y)``.
+    ) -> AdaptedNetwork:
+        """The network after ``steps`` steps on ``CE(net(support_x), support_y)`` (:func:`inner_loop`).
 
-        The clone is a learn2learn module whose parameters are functions of this learner's (the outer
-        gradient flows through them). It maps images to logits, except for ANIL, where it is the head
-        alone and maps encoder features to logits.
+        The result's parameters are functions of this learner's (the outer gradient flows through them).
+        It maps images to logits, except for ANIL, where it is the head alone and maps encoder features
+        to logits.
         """
         if support_y.numel() and (int(support_y.min()) < 0 or int(support_y.max()) >= self.ways):
             raise ValueError(
@@ -170,11 +220,11 @@ class MAMLLearner(nn.Module):
         steps = self.steps() if steps is None else steps
         first_order = self.first_order if first_order is None else first_order
         inputs = support_x if self.features is None else self.features(support_x)
+        net = self.learner.module
         with torch.enable_grad():
-            clone = self.learner.clone()
-            for _ in range(steps):
-                clone.adapt(F.cross_entropy(clone(inputs), support_y), first_order=first_order)
-        return clone
+            params = inner_loop(net, dict(net.named_parameters()), inputs, support_y,
+                                self.learner.step_sizes(self.inner_lr), steps, first_order)
+        return AdaptedNetwork(net, params)
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int | None = None) -> Tensor:
         if ways is not None and int(ways) != self.ways:
@@ -183,5 +233,5 @@ class MAMLLearner(nn.Module):
                 "episode's ways (with SLA: ways = N*M = SLAEpisode.ways_joint(N))"
             )
         # Without an outer gradient (evaluation under no_grad) second-order graphs are useless.
-        clone = self.adapt(support_x, support_y, first_order=self.first_order or not torch.is_grad_enabled())
-        return clone(query_x if self.features is None else self.features(query_x))
+        adapted = self.adapt(support_x, support_y, first_order=self.first_order or not torch.is_grad_enabled())
+        return adapted(query_x if self.features is None else self.features(query_x))

@@ -221,7 +221,7 @@ class FewShotPredictor:
         """Class probabilities of the query images given a labelled support set.
 
         The support set may hold any number of images per class, in any order (ProtoNet, R2D2, MetaOptNet-SVM);
-        the learn2learn learners (maml, fomaml, metasgd, anil) need exactly the run's ``ways`` classes. The
+        the MAML family (maml, fomaml, metasgd, anil) needs exactly the run's ``ways`` classes. The
         whole support and query sets form one episode, as in the run's test episodes: the MAML family normalises
         with the batch's statistics (transductive BatchNorm, as it was trained), so there a query's scores also
         depend on the other queries of the call.
@@ -293,7 +293,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> FewShot
 
     Raises:
         DataError: the folder, its recipe.json or both checkpoints are missing, or the files do not fit together.
-        ImportError: the run's learner needs learn2learn or qpth, which is not installed.
+        ImportError: the run's learner needs qpth (svm), which is not installed.
     """
     run = Path(run_dir).expanduser()
     if not run.is_dir():
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 for w in caught:  # one plain line each, not the file:line form of the warnings module
                     print(f"warning: {w.message}", file=sys.stderr)
-    except (DataError, ValueError, ConfigError, ImportError, OSError) as e:  # ImportError: learn2learn or qpth
+    except (DataError, ValueError, ConfigError, ImportError, OSError) as e:  # ImportError: qpth
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -87,7 +87,7 @@ def _maml(encoder: nn.Module, cfg: FewShotConfig, m: int, algorithm: str) -> nn.
 
 
 #: learner name -> ``(encoder, cfg, M) -> learner``. protonet, r2d2 and svm work for any number of ways; the
-#: learn2learn learners get a fixed ``ways * M``-way head (with SLA they simply see a bigger episode).
+#: MAML family gets a fixed ``ways * M``-way head (with SLA it simply sees a bigger episode).
 LEARNERS: dict[str, Callable[[nn.Module, FewShotConfig, int], nn.Module]] = {
     "protonet": lambda enc, cfg, m: ProtoNet(enc, cfg.distance, cfg.encode),
     "r2d2": lambda enc, cfg, m: _encoding(R2D2(enc), cfg),

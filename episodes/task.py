@@ -26,7 +26,7 @@ class EpisodeTask(nn.Module):
 
     Args:
         learner: ``learner(support_x, support_y, query_x, ways) -> (Q, ways)`` (ProtoNet, R2D2,
-            MetaOptNet-SVM, the learn2learn learners built with ``ways = N*M``).
+            MetaOptNet-SVM, the MAML family built with ``ways = N*M``).
         transform: SLA's transformation family (``"none"`` = the plain learner), resolved once by the recipe.
         ways, shots, queries: the training episode's shape (the defaults of ``forward``).
 
@@ -81,8 +81,8 @@ class EpisodeTask(nn.Module):
 
         :meth:`forward` and :meth:`predict` take the class-major, equal-shots layout of
         :class:`episodes.EpisodeSampler`; this takes the support set as it comes: any order and any number of
-        shots per class. ProtoNet, R2D2 and MetaOptNet-SVM accept such labels as they are; the learn2learn
-        learners also need ``ways`` to equal the ``N`` they were built for (their head has ``N*M`` outputs).
+        shots per class. ProtoNet, R2D2 and MetaOptNet-SVM accept such labels as they are; the MAML
+        family also needs ``ways`` to equal the ``N`` it was built for (its head has ``N*M`` outputs).
         On a class-major equal-shots episode the logits are those of :meth:`predict`.
 
         Args:

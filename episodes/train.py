@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with closing_group():
             m = run(cfg)
-    except (DataError, ValueError, ConfigError, ImportError) as e:  # ImportError: learn2learn or qpth missing
+    except (DataError, ValueError, ConfigError, ImportError) as e:  # ImportError: qpth missing
         print(f"error: {e}", file=sys.stderr)
         return 2
     if "test/acc_agg" in m and get_transform(cfg.transform).m == 1:

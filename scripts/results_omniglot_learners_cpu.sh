@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Omniglot rows for the other learners (docs/results.md): MAML (second order, learn2learn), R2D2 and
+# Omniglot rows for the other learners (docs/results.md): MAML (second order), R2D2 and
 # MetaOptNet-SVM on Conv4, each without SLA and with rotation SLA (M = 4), on one CPU-sized budget: 1000 steps
 # of 2 episodes of 5-way 1-shot with 5 queries per class, Adam 1e-3 halved at step 500, validated every 250
 # steps on 100 episodes, tested 5-way 1-shot with 15 queries (MAML 600 episodes, SVM 2000, R2D2 10000).
-# Needs the real data unpacked into .data (python ../shared/data/materialize.py .data), learn2learn for MAML
+# Needs the real data unpacked into .data (python ../shared/data/materialize.py .data)
 # and qpth for the SVM. Seeds: SEEDS="0 1" scripts/results_omniglot_learners_cpu.sh. Every run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

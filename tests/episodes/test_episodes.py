@@ -267,8 +267,6 @@ def _tiny(**kw):
      ("anil", "conv4", "none"), ("svm", "conv4", "rotation")],
 )
 def test_tiny_runs_of_each_learner(omniglot_root, tmp_path, learner, backbone, transform):
-    if learner in ("fomaml", "anil"):
-        pytest.importorskip("learn2learn")
     if learner == "svm":
         pytest.importorskip("qpth")
     m = run(_tiny(data_root=str(omniglot_root), learner=learner, backbone=backbone, transform=transform,

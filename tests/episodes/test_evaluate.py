@@ -161,9 +161,7 @@ def test_maml_family_keeps_the_per_episode_path(data):
     assert res["acc_agg"] == ref["acc_agg"] and len(ref["acc_agg"]) == EPISODES
 
 
-@pytest.mark.l2l
 def test_maml_learner_has_no_feature_head():
-    pytest.importorskip("learn2learn")
     from episodes.maml import MAMLLearner
 
     task = EpisodeTask(MAMLLearner(Conv4(1, 28), WAYS * 4, "maml"), "rotation", WAYS, SHOTS, QUERIES)

@@ -1,5 +1,5 @@
 """R2D2's ridge head against the primal closed form and a per-class loop; ResNet-12 shapes; the
-learn2learn learners (MAML, FOMAML, Meta-SGD, ANIL) adapt, with and without SLA, and match
+gradient-based learners (MAML, FOMAML, Meta-SGD, ANIL) adapt, with and without SLA, and match
 hand-computed inner updates and outer gradients on a linear model."""
 
 import subprocess
@@ -12,13 +12,8 @@ from torch import nn
 
 from episodes import Conv4, ProtoNet, SLAEpisode
 from episodes.backbones import BACKBONES, ResNet12, make_backbone
-from episodes.maml import ALGORITHMS, Learn2LearnMissing, MAMLLearner
+from episodes.maml import ALGORITHMS, MAMLLearner
 from episodes.r2d2 import R2D2, ridge_head
-
-
-@pytest.fixture
-def l2l():
-    return pytest.importorskip("learn2learn")
 
 
 def mlp(in_dim: int, hidden: int = 16) -> nn.Sequential:
@@ -149,7 +144,7 @@ def test_make_backbone():
         make_backbone("resnet18", 3, 84)
 
 
-# --- learn2learn learners ------------------------------------------------------------------------
+# --- MAML family ---------------------------------------------------------------------------------
 
 
 def test_import_does_not_pull_learn2learn():
@@ -158,11 +153,49 @@ def test_import_does_not_pull_learn2learn():
     assert out.stdout.strip() == "False"
 
 
-def test_missing_learn2learn_names_the_install_command(monkeypatch):
+def test_no_installed_module_imports_learn2learn():
+    """learn2learn is interop only (an extra): no module of the installed packages imports it."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"^\s*(import learn2learn|from learn2learn)", re.M)
+    hits = [str(p.relative_to(root)) for pkg in ("fewshot_sla", "episodes", "longtail")
+            for p in (root / pkg).rglob("*.py") if pattern.search(p.read_text())]
+    assert hits == []
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_learners_train_without_learn2learn(monkeypatch, algorithm):
+    """Every variant builds, meta-trains a step and evaluates with learn2learn unimportable."""
     monkeypatch.setitem(sys.modules, "learn2learn", None)  # makes `import learn2learn` fail
-    with pytest.raises(Learn2LearnMissing, match="scripts/build_learn2learn.sh") as e:
-        MAMLLearner(mlp(16), 3)
-    assert isinstance(e.value, ImportError)
+    torch.manual_seed(0)
+    sx, sy, qx, qy = toy_episode()
+    learner = MAMLLearner(mlp(16), 3, algorithm, inner_lr=0.3)
+    F.cross_entropy(learner(sx, sy, qx), qy).backward()
+    assert all(p.grad is not None for p in learner.parameters())
+    with torch.no_grad():
+        assert learner.eval()(sx, sy, qx).shape == (15, 3)
+
+
+@pytest.mark.parametrize(
+    "algorithm, keys",
+    [
+        ("maml", ["learner.module.0.1.weight", "learner.module.0.1.bias", "learner.module.1.weight",
+                  "learner.module.1.bias"]),
+        ("metasgd", ["learner.module.0.1.weight", "learner.module.0.1.bias", "learner.module.1.weight",
+                     "learner.module.1.bias", "learner.lrs.0", "learner.lrs.1", "learner.lrs.2", "learner.lrs.3"]),
+        ("anil", ["features.1.weight", "features.1.bias", "learner.module.weight", "learner.module.bias"]),
+    ],
+)
+def test_state_dict_keys_of_earlier_checkpoints(algorithm, keys):
+    """The keys that checkpoints of these learners have always carried (when they were built on learn2learn's
+    ``MAML``/``MetaSGD``, whose wrapped net is ``module`` and whose rates are ``lrs``), so old runs load."""
+    learner = MAMLLearner(mlp(16), 3, algorithm, inner_lr=0.25)
+    assert list(learner.state_dict()) == keys
+    if algorithm == "metasgd":
+        rates = zip(learner.learner.lrs, learner.learner.module.parameters())
+        assert all(torch.equal(r, torch.full_like(p, 0.25)) for r, p in rates)
 
 
 def query_loss_before_after(learner, sx, sy, qx, qy):
@@ -171,9 +204,8 @@ def query_loss_before_after(learner, sx, sy, qx, qy):
     return before, after
 
 
-@pytest.mark.l2l
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_adaptation_lowers_query_loss(l2l, algorithm):
+def test_adaptation_lowers_query_loss(algorithm):
     torch.manual_seed(0)
     sx, sy, qx, qy = toy_episode()
     learner = MAMLLearner(mlp(16), 3, algorithm, inner_lr=0.3, inner_steps=5)
@@ -181,9 +213,8 @@ def test_adaptation_lowers_query_loss(l2l, algorithm):
     assert after < 0.8 * before
 
 
-@pytest.mark.l2l
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_adaptation_with_sla(l2l, algorithm):
+def test_adaptation_with_sla(algorithm):
     torch.manual_seed(0)
     sla = SLAEpisode("rotation")
     sx, sy, qx, qy = sla.expand(*toy_episode(side=6))
@@ -196,8 +227,7 @@ def test_adaptation_with_sla(l2l, algorithm):
         learner(sx, sy, qx, ways=3)
 
 
-@pytest.mark.l2l
-def test_meta_training_lowers_post_adaptation_loss(l2l):
+def test_meta_training_lowers_post_adaptation_loss():
     torch.manual_seed(0)
     sx, sy, qx, qy = toy_episode(seed=3)
     learner = MAMLLearner(mlp(16), 3, "maml", inner_lr=0.1, inner_steps=1)
@@ -222,9 +252,8 @@ def linear_task():
     )
 
 
-@pytest.mark.l2l
 @pytest.mark.parametrize("algorithm", ["maml", "metasgd"])
-def test_inner_step_matches_hand_computed_update(l2l, algorithm):
+def test_inner_step_matches_hand_computed_update(algorithm):
     torch.manual_seed(0)
     sx, sy, _, _ = linear_task()
     learner = MAMLLearner(nn.Flatten(), 3, algorithm, inner_lr=0.3, feat_dim=4)
@@ -237,13 +266,13 @@ def test_inner_step_matches_hand_computed_update(l2l, algorithm):
         lrs = [0.3, 0.3]
     w, b = learner.head.weight, learner.head.bias
     gw, gb = torch.autograd.grad(F.cross_entropy(F.linear(sx, w, b), sy), (w, b))
-    clone = learner.adapt(sx, sy)
-    torch.testing.assert_close(clone.module[1].weight, w - lrs[0] * gw)
-    torch.testing.assert_close(clone.module[1].bias, b - lrs[1] * gb)
+    adapted = learner.adapt(sx, sy)
+    torch.testing.assert_close(adapted.params["1.weight"], w - lrs[0] * gw)
+    torch.testing.assert_close(adapted.params["1.bias"], b - lrs[1] * gb)
+    torch.testing.assert_close(adapted(sx), F.linear(sx, w - lrs[0] * gw, b - lrs[1] * gb))
 
 
-@pytest.mark.l2l
-def test_outer_gradient_first_and_second_order(l2l):
+def test_outer_gradient_first_and_second_order():
     torch.manual_seed(0)
     sx, sy, qx, qy = linear_task()
     a = 0.3
@@ -269,19 +298,17 @@ def test_outer_gradient_first_and_second_order(l2l):
     assert not torch.allclose(got_so[0], got_fo[0], atol=1e-5)  # the second-order term is really there
 
 
-@pytest.mark.l2l
-def test_anil_adapts_only_the_head_and_trains_the_encoder(l2l):
+def test_anil_adapts_only_the_head_and_trains_the_encoder():
     torch.manual_seed(0)
     sx, sy, qx, qy = toy_episode()
     learner = MAMLLearner(mlp(16), 3, "anil", inner_lr=0.1, inner_steps=2)
-    clone = learner.adapt(sx, sy)
-    assert isinstance(clone.module, nn.Linear)  # the head alone
+    adapted = learner.adapt(sx, sy)
+    assert adapted.module is learner.head and sorted(adapted.params) == ["bias", "weight"]  # the head alone
     F.cross_entropy(learner(sx, sy, qx), qy).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.encoder.parameters())
 
 
-@pytest.mark.l2l
-def test_eval_under_no_grad_and_transductive_batchnorm(l2l):
+def test_eval_under_no_grad_and_transductive_batchnorm():
     torch.manual_seed(0)
     sx, sy, qx, _ = toy_episode()
     enc = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU())
@@ -298,8 +325,7 @@ def test_eval_under_no_grad_and_transductive_batchnorm(l2l):
     torch.testing.assert_close(z, train_logits)  # same BN statistics in eval mode
 
 
-@pytest.mark.l2l
-def test_maml_learner_argument_errors(l2l):
+def test_maml_learner_argument_errors():
     with pytest.raises(ValueError, match="unknown algorithm"):
         MAMLLearner(mlp(16), 3, "reptile")
     with pytest.raises(ValueError, match="out_dim"):

@@ -274,7 +274,6 @@ def test_predict_input_errors(tmp_path):
 
 
 def test_maml_needs_the_runs_ways(tmp_path):
-    pytest.importorskip("learn2learn")
     pred = load_run(_fake_run(tmp_path / "maml", learner="fomaml", ways=3))
     x = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
     assert pred.predict(x, [0, 0, 1, 1, 2, 2], x[:2]).shape == (2, 3)
