@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv in the checkout (if missing) and install everything the project needs:
-# torch + torchvision, learn2learn (built, see build_learn2learn.sh), the project in editable
+# torch + torchvision, learn2learn (built, see build_learn2learn.sh; only the interop tests need it), the project in editable
 # mode with its dev extras. Idempotent: `make` calls it only when this file or pyproject changed.
 #
 # TORCH_SPEC overrides the torch pins, e.g. TORCH_SPEC="torch torchvision" for the newest.
