@@ -58,6 +58,7 @@ import itertools
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -74,6 +75,7 @@ GRID_KEYS = frozenset({"cli", "out", "options", "axes", "runs", "report"})
 #: Options the grid sets for every run itself.
 OWNED = frozenset({"out", "resume"})
 POLL_S = 0.5
+CANCEL_WAIT_S = 30.0  # seconds the jobs get to stop on Ctrl-C or SIGTERM
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365  # a local run has no wall-time limit unless --time gives one
 INSTALL = "pip install 'fewshot-sla[grid]'"
 
@@ -414,6 +416,7 @@ class Outcome:
     finished: list[GridRun] = field(default_factory=list)
     stopped: list[GridRun] = field(default_factory=list)  # exited 0 before the last epoch (--stop-after)
     failed: list[GridRun] = field(default_factory=list)
+    interrupted: bool = False
 
 
 def _tail(path: Path, lines: int = 12) -> str:
@@ -465,11 +468,16 @@ def launch(grid: Grid, todo: list[GridRun], executor: Any, jobs: int, launcher: 
                 done(*item)
             if running:
                 time.sleep(POLL_S)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (main): stop the running jobs; each keeps its last checkpoint
+        say(f"interrupted: stopping {len(running)} running job(s); they resume next time")
         for _, job in running:
             with contextlib.suppress(Exception):
                 job.cancel()
-        raise
+        end = time.monotonic() + CANCEL_WAIT_S
+        while any(not job.done() for _, job in running) and time.monotonic() < end:
+            time.sleep(POLL_S)
+        outcome.stopped += [run for run, _ in running]
+        outcome.interrupted = True
     return outcome
 
 
@@ -514,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -553,11 +565,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     print(f"grid {grid.out}: {len(grid.runs)} runs ({len(finished)} finished before), {grid.cli}, "
           f"launcher {args.launcher}" + (f", {args.jobs} at once" if args.launcher == "local" else ""), flush=True)
-    outcome = launch(grid, todo, executor, args.jobs, args.launcher, _say) if todo else Outcome()
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # a batch system ending sla-grid: stop the jobs cleanly
+    try:
+        outcome = launch(grid, todo, executor, args.jobs, args.launcher, _say) if todo else Outcome()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     done = len(finished) + len(outcome.finished)
     print(f"grid {grid.out}: {done} of {len(grid.runs)} runs finished ({len(outcome.finished)} in this invocation), "
           f"{len(outcome.stopped)} stopped, {len(outcome.failed)} failed", flush=True)
-    if done == len(grid.runs):
+    if done == len(grid.runs) and not outcome.interrupted:
         rc = write_reports(grid)
         return EXIT_DONE if rc == 0 else rc
     if outcome.failed:

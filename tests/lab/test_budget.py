@@ -1,4 +1,4 @@
-"""``longtail.budget``: pairing, exact gains and spreads, skipped runs, separate schedules, the plot and the CLI on the
+"""``lab.budget``: pairing, exact gains and spreads, skipped runs, separate schedules, the plot and the CLI on the
 committed 30-epoch protocol; the budget script continuing across sessions; the committed budget table."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from fewshot_sla.report import ReportError
 from fewshot_sla.runs import group_id, identity
-from longtail.budget import main, write_budget
+from lab.budget import main, write_budget
 from longtail.reporting import GROUP_IGNORE, REPORT
 from tests.longtail.synthetic import write_folder
 
@@ -187,7 +187,7 @@ def budget_script(tmp_path: Path, *args: str, **env: str) -> subprocess.Complete
 def test_the_budget_script_saves_finished_records_and_a_later_session_skips_them(tmp_path: Path) -> None:
     """scripts/results_longtail_budget_cpu.sh on a tiny folder: each finished run's record (no checkpoint) lands in
     COMMITTED; a fresh RUNS folder (a new session's machine) with the same COMMITTED trains nothing again, and
-    ``sla-budget`` pairs the committed records."""
+    ``python -m lab.budget`` pairs the committed records."""
     write_folder(tmp_path / "data" / "cifar10-jpeg", 100, 4, seed=0)  # imbalance 100: 100, 21, 4, 1 images
     committed = tmp_path / "committed"
 
@@ -240,7 +240,7 @@ def test_the_budget_script_carries_an_unfinished_run_to_a_later_session_which_re
     for name in ("ce_baseline_s0", "ce_slasd_s0"):
         resumed = tmp_path / "s2" / "runs" / "e2" / "imagefolder_ir100" / name
         ref = tmp_path / "s3" / "runs" / "e2" / "imagefolder_ir100" / name
-        log = (resumed / "protocol.log").read_text()  # the carried log, then this session's invocation
+        log = (resumed / "grid.log").read_text()  # the carried log, then this session's invocation
         assert log.count("starting from scratch") == 1 and log.count("=== ") == 2  # resumed, not started over
         assert "1/2" not in log.split("=== ")[-1] and "2/2" in log.split("=== ")[-1]
         hist = [json.loads(line) for line in (resumed / "history.jsonl").read_text().splitlines()]
