@@ -3,6 +3,7 @@
     sla-grid lab/grids/longtail_cifar10_ir100.yaml --jobs 4 -- --data-root DATA      # 4 runs at once, here
     sla-grid GRID.yaml --launcher slurm --partition gpu --gpus-per-job 1 --cpus-per-job 8 --time 600 --mem-gb 32
     sla-grid GRID.yaml --dry-run                                                     # what would run, and how
+    sla-grid GRID.yaml --only 'ce_*' --out runs/other                                # a part, elsewhere
 
 A grid file names the CLI, an output folder, the options every run shares, and the runs: the cartesian product
 of ``axes`` and/or an explicit list ``runs``::
@@ -68,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CLIS", "Cli", "Grid", "GridError", "GridRun", "RunJob", "is_finished", "load_grid", "make_executor",
-           "option_args", "slurm_parameters", "main"]
+           "option_args", "select", "slurm_parameters", "main"]
 
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 GRID_KEYS = frozenset({"cli", "out", "options", "axes", "runs", "report"})
@@ -260,6 +261,18 @@ def load_grid(path: str | Path, out: str | None = None, extra: Sequence[str] = (
             raise GridError(f"{path}: report group {group!r} matches no run ({patterns}); runs: {', '.join(names)}")
         groups[str(group)] = members
     return Grid(str(cli), Path(out_dir), runs, groups)
+
+
+def select(grid: Grid, patterns: Sequence[str]) -> Grid:
+    """The grid restricted to the runs whose names match one of ``patterns`` (all runs when there is none)."""
+    if not patterns:
+        return grid
+    runs = [r for r in grid.runs if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
+    if not runs:
+        raise GridError(f"--only {' '.join(patterns)} matches no run; runs: {', '.join(r.name for r in grid.runs)}")
+    names = {r.name for r in runs}
+    report = {k: [n for n in v if n in names] for k, v in grid.report.items()}
+    return Grid(grid.cli, grid.out, runs, {k: v for k, v in report.items() if v})
 
 
 def check_runs(grid: Grid) -> None:
@@ -517,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cpus-per-job", type=int, default=None, help="slurm: CPUs of each job (and --num-threads)")
     ap.add_argument("--time", type=int, default=None, help="minutes a job may run (slurm: then it is requeued)")
     ap.add_argument("--mem-gb", type=int, default=None, help="slurm: memory of each job")
+    ap.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                    help="only the runs whose names match (shell pattern, e.g. 'ce_*_s0'; repeatable)")
     ap.add_argument("--report", action="store_true", help="only write the report of the runs there (no training)")
     ap.add_argument("--dry-run", action="store_true", help="print what each run would do, and the job parameters")
     return ap
@@ -541,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.jobs < 1:
             raise GridError(f"--jobs must be >= 1, got {args.jobs}")
-        grid = load_grid(args.grid, args.out, extra)
+        grid = select(load_grid(args.grid, args.out, extra), args.only)
         check_runs(grid)
         if args.report:
             return write_reports(grid)

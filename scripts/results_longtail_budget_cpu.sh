@@ -2,8 +2,8 @@
 # SLA's gain against training length on the CPU (docs/results.md, "Long tail: the budget curve"):
 # CIFAR-10-LT-100 (the JPEG copy), ResNet-32, each loss's baseline vs SLA+SD at 10, 20 and 60 epochs, the
 # 30-epoch protocol's schedule scaled (cosine, batch 64, scale_epochs' warm-up set once per epoch, CIFAR-10's
-# fixed statistics: the 30-epoch point in docs/runs/longtail_cpu_protocol ran so, hence --warmup epoch
-# --norm-stats cifar). Runs land in RUNS/e<epochs>/imagefolder_ir100/<loss>_<baseline|slasd>_s<seed>/ and resume.
+# fixed statistics, as the 30-epoch point in docs/runs/longtail_cpu_protocol ran): lab/grids/longtail_cpu_protocol.yaml
+# at each length. Runs land in RUNS/e<epochs>/imagefolder_ir100/<loss>_<baseline|slasd>_s<seed>/ and resume.
 #
 #   python ../shared/data/materialize.py .data --only cifar10             # the images, once
 #   scripts/results_longtail_budget_cpu.sh                                 # the whole list, in this order
@@ -72,20 +72,9 @@ default="10:logit-adjusted:0 10:logit-adjusted:1 20:logit-adjusted:0 20:logit-ad
          60:logit-adjusted:0 60:logit-adjusted:1 60:ce:0"
 for point in ${POINTS:-$default}; do
   IFS=: read -r epochs loss seed <<<"$point"
-  grid=$(mktemp --suffix .yaml)  # one point: the loss's baseline and SLA+SD at this seed, as a grid of sla-grid
-  cat >"$grid" <<EOF
-cli: sla-longtail
-out: $runs/e$epochs/imagefolder_ir100
-options: {dataset: imagefolder, data_root: "$data/cifar10-jpeg", imbalance_ratio: 100, epochs: $epochs}
-axes:
-  loss: {"$loss": {loss: "$loss", drw: $([ "$loss" = ldam ] && echo true || echo false)}}
-  method: {baseline: {transform: none, sd: false}, slasd: {transform: rotation, sd: true}}
-  seed: [$seed]
-EOF
-  rc=0
-  "$py" -m fewshot_sla.grid "$grid" --jobs 1 -- --schedule cosine --batch-size 64 ${AMP---amp} --channels-last \
-    --num-threads "${THREADS:-1}" --warmup epoch --norm-stats cifar ${EXTRA:-} || rc=$?
-  rm -f "$grid"
-  [ "$rc" = 0 ] || exit "$rc"
+  # one point: the loss's baseline and SLA+SD at this seed, the CPU protocol's grid at this length
+  "$py" -m fewshot_sla.grid lab/grids/longtail_cpu_protocol.yaml --only "${loss}_*_s$seed" --jobs 1 \
+    --out "$runs/e$epochs/imagefolder_ir100" -- --data-root "$data/cifar10-jpeg" --epochs "$epochs" ${AMP---amp} \
+    --num-threads "${THREADS:-1}" ${EXTRA:-}
   copy_finished "$runs" "$committed"
 done

@@ -121,6 +121,12 @@ def test_grid_expansion_names_and_option_order(tmp_path):
     assert grid.report == {"sla": names[4:8], "one": ["extra"]}
     assert g.option_args({"sd": False, "grid_loss": ["ce", "ldam"]}) == ["--no-sd", "--grid-loss", "ce", "ldam"]
     assert g.load_grid(grid_file, out="elsewhere").runs[0].out == Path("elsewhere") / "base_lr-0.01_s0"
+    part = g.select(grid, ["sla_*_s0", "extra"])  # --only
+    assert [r.name for r in part.runs] == ["sla_lr-0.01_s0", "sla_lr-0.1_s0", "extra"]
+    assert part.report == {"sla": ["sla_lr-0.01_s0", "sla_lr-0.1_s0"], "one": ["extra"]}
+    assert g.select(grid, []) is grid
+    with pytest.raises(g.GridError, match=r"--only nope\* matches no run; runs: base_lr-0.01_s0, "):
+        g.select(grid, ["nope*"])
 
 
 def test_each_job_gets_its_share_of_the_cores_unless_the_grid_sets_threads(tmp_path, monkeypatch, capsys):

@@ -37,3 +37,28 @@ def test_the_longtail_protocol_grid(ratio):
         assert (cfg.transform, cfg.sd) == (("none", False) if method == "baseline" else ("rotation", True))
         assert (cfg.epochs, cfg.imbalance_ratio, cfg.dataset, cfg.data_root) == (200, ratio, "cifar10", "DATA")
         assert cfg.weight_decay == recipe.weight_decay and cfg.resume
+
+
+PROTOCOL = GRIDS.parents[1] / "docs" / "runs" / "longtail_cpu_protocol"
+
+
+@pytest.mark.skipif(not PROTOCOL.is_dir(), reason="docs/runs/longtail_cpu_protocol is not in this checkout")
+def test_the_cpu_protocol_grid_makes_the_committed_runs():
+    """Each committed 30-epoch run is the grid's run of the same name: the same config but for where the data lies,
+    bf16 and threads (given after --, machine-dependent) and bookkeeping; older records read with the defaults of
+    their day (LEGACY_DEFAULTS)."""
+    import dataclasses
+
+    from fewshot_sla.runs import RUN_KEYS
+    from fewshot_sla.utils import read_json
+    from longtail.reporting import GROUP_IGNORE, LEGACY_DEFAULTS
+
+    grid = {r.name: r for r in g.load_grid(GRIDS / "longtail_cpu_protocol.yaml").runs}
+    records = sorted(PROTOCOL.glob("*/metrics.json"))
+    assert len(records) == 24
+    skip = RUN_KEYS | GROUP_IGNORE
+    for path in records:
+        recorded = {**LEGACY_DEFAULTS, **read_json(path)["config"]}
+        cfg = dataclasses.asdict(parse_config(LTConfig, list(grid[path.parent.name].argv), package="longtail"))
+        keys = (set(cfg) | set(recorded)) - skip
+        assert {k: cfg.get(k) for k in keys} == {k: recorded.get(k) for k in keys}, path.parent.name
