@@ -35,7 +35,7 @@ Resumable through the run records: a run whose ``metrics.json`` holds ``test/acc
 other run is launched with ``--resume``, so a started one continues exactly from its ``checkpoint.pt`` and a new
 one starts. When every run is finished, ``sla-report`` writes ``OUT/report/`` (one report, or one per ``report``
 group). Exit status: 0 every run finished (report written), 3 runs remain (run the same command again), 1 a run
-failed, 2 bad usage.
+failed, 2 bad usage. submitit's own files (pickled jobs, their logs) go to ``OUT/.submitit/``.
 
 Launchers (submitit, imported only to launch: ``pip install 'fewshot-sla[grid]'``): ``local`` runs ``--jobs``
 runs at once on this machine (``submitit.LocalExecutor``), each with ``--num-threads`` = cores / jobs unless the
@@ -454,8 +454,11 @@ def launch(grid: Grid, todo: list[GridRun], executor: Any, jobs: int, launcher: 
         try:
             rc = job.result()
         except Exception as e:  # noqa: BLE001 -- a job that died is reported, the grid goes on
-            rc, why = 1, f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
-            say(f"FAILED  {run.name}: the job ended without a result ({why})")
+            outcome.failed.append(run)
+            why = (str(e).strip().splitlines() or [""])[-1]
+            say(f"FAILED  {run.name}: the job ended without a result ({type(e).__name__}: {why}); see "
+                f"{run.out / 'grid.log'} and the job's log under {grid.out / '.submitit'}")
+            return
         if rc == 0 and is_finished(run.out):
             acc = json.loads((run.out / "metrics.json").read_text())["test/acc"]
             outcome.finished.append(run)

@@ -6,6 +6,7 @@ line."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ import yaml
 
 from fewshot_sla import grid as g
 
-submitit = pytest.importorskip("submitit")
+#: sla-grid launches through submitit (the [grid] extra); without it only the launch-free tests run.
+needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
+                                    reason="submitit is not installed (pip install 'fewshot-sla[grid]')")
 
 RUNS = ("ce_s0", "ce_s1", "ldam_s0", "ldam_s1")
 
@@ -38,6 +41,7 @@ def launches(run: Path) -> list[str]:
     return log.read_text().split("=== ")[1:] if log.is_file() else []
 
 
+@needs_submitit
 @pytest.mark.slow
 def test_local_grid_end_to_end_resumes_an_unfinished_run_then_skips_everything(tmp_path, monkeypatch, capsys):
     from longtail.benchmark import main as longtail_main
@@ -83,6 +87,7 @@ def test_local_grid_end_to_end_resumes_an_unfinished_run_then_skips_everything(t
     assert report.is_file()
 
 
+@needs_submitit
 def test_a_run_stopped_early_is_reported_as_remaining(tmp_path, monkeypatch, capsys):
     """Exit 3 (runs remain) when a run stops before its last epoch, here through the debug launcher (in-process)."""
     from tests.longtail.synthetic import write_folder
@@ -96,6 +101,17 @@ def test_a_run_stopped_early_is_reported_as_remaining(tmp_path, monkeypatch, cap
     text = capsys.readouterr().out
     assert "stopped only before its last epoch" in text and "runs remain" in text
     assert not (tmp_path / "o" / "report").exists()
+
+
+@needs_submitit
+def test_a_failing_run_is_reported_with_its_exit_status(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    opts = {**tiny_options(tmp_path / "no_such_folder")}
+    grid_file = write_grid(tmp_path / "g.yaml", {"cli": "sla-longtail", "out": str(tmp_path / "o"), "options": opts,
+                                                 "runs": [{"name": "bad", "loss": "ce"}]})
+    assert g.main([str(grid_file), "--launcher", "debug"]) == g.EXIT_FAILED
+    text = capsys.readouterr().out
+    assert "FAILED  bad (exit 2)" in text and "failed runs: bad" in text and "1 failed" in text
 
 
 def test_grid_expansion_names_and_option_order(tmp_path):
@@ -148,6 +164,7 @@ def slurm_args(**kw) -> argparse.Namespace:
     return argparse.Namespace(**{**base, **kw})
 
 
+@needs_submitit
 def test_the_slurm_job_it_would_submit(tmp_path, monkeypatch):
     """The sbatch file submitit would write for --launcher slurm (built, not submitted: srun is made to look
     present), and the requeue hook: a preempted job comes back as the same call, which resumes."""
@@ -166,10 +183,13 @@ def test_the_slurm_job_it_would_submit(tmp_path, monkeypatch):
     assert "--partition" not in g.slurm_parameters(slurm_args(partition=None, gpus_per_job=None))
 
     job = g.RunJob("longtail.benchmark:main", "r", tmp_path / "r", ["--seed", "1", "--out", "o", "--resume"])
-    requeued = submitit.helpers.DelayedSubmission(job)._checkpoint_function()
+    from submitit.helpers import DelayedSubmission
+
+    requeued = DelayedSubmission(job)._checkpoint_function()
     assert requeued is not None and requeued.function is job and requeued.function.argv[-1] == "--resume"
 
 
+@needs_submitit
 def test_slurm_launcher_without_a_cluster_is_one_clear_error(tmp_path, monkeypatch, capsys):
     from submitit.slurm.slurm import SlurmExecutor
 

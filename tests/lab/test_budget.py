@@ -3,6 +3,7 @@ committed 30-epoch protocol; the budget script continuing across sessions; the c
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -173,6 +174,11 @@ def test_cli_on_the_committed_30_epoch_protocol(tmp_path: Path, capsys: pytest.C
     assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
 
 
+#: The script runs each point through sla-grid, which launches through submitit (the [grid] extra).
+needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
+                                    reason="submitit is not installed (pip install 'fewshot-sla[grid]')")
+
+
 def budget_script(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """scripts/results_longtail_budget_cpu.sh on the tiny folder under ``tmp_path/data`` (ResNet-20, fp32, no W&B),
     its carried runs in ``tmp_path/unfinished``; ``env`` sets POINTS, RUNS, COMMITTED, EXTRA (added to the base)."""
@@ -183,6 +189,7 @@ def budget_script(tmp_path: Path, *args: str, **env: str) -> subprocess.Complete
                           capture_output=True, text=True, timeout=600)
 
 
+@needs_submitit
 @pytest.mark.slow
 def test_the_budget_script_saves_finished_records_and_a_later_session_skips_them(tmp_path: Path) -> None:
     """scripts/results_longtail_budget_cpu.sh on a tiny folder: each finished run's record (no checkpoint) lands in
@@ -210,6 +217,7 @@ def test_the_budget_script_saves_finished_records_and_a_later_session_skips_them
     assert rows(res, "ce")[1]["seeds"] == [0]
 
 
+@needs_submitit
 def test_the_budget_script_carries_an_unfinished_run_to_a_later_session_which_resumes_it(tmp_path: Path) -> None:
     """A run longer than a session: stopped after its first epoch, ``--save-unfinished`` copies its folder (the
     checkpoint and record, no wandb/ or plots) into UNFINISHED; a fresh RUNS folder (the next session's machine)
