@@ -25,7 +25,7 @@ test-fast: $(STAMP)
 	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(PY) -m ruff check fewshot_sla episodes longtail tests bench
+	$(PY) -m ruff check fewshot_sla episodes longtail tests bench lab
 	$(PY) -m mypy
 
 bench: $(STAMP)

@@ -55,10 +55,10 @@ from fewshot_sla import engine as eng  # noqa: E402
 from fewshot_sla.io import normalize  # noqa: E402
 from fewshot_sla.tracking import format_table  # noqa: E402
 from fewshot_sla.utils import inference_batches  # noqa: E402
+from lab.throughput import COUNTS, TEST_IMAGES, sync, synthetic_data  # noqa: E402
 from longtail.config import LTConfig  # noqa: E402
 from longtail.data import LTData  # noqa: E402
 from longtail.recipe import build_model, eval_batch_size, evaluate, make_loop, resolve  # noqa: E402
-from longtail.throughput import COUNTS, TEST_IMAGES, sync, synthetic_data  # noqa: E402
 
 EPOCHS = 200
 IMAGES_PER_EPOCH = sum(COUNTS)

@@ -1,7 +1,7 @@
 """Progress bars that suit where they are written: a live tqdm bar on a terminal, plain lines in a log.
 
 A tqdm bar redraws itself with ``\\r``: on a terminal that is one line updated in place, but in a log file (a
-redirected ``stderr``, a batch job, ``sla-protocol``'s run logs) every redraw stays, and a 15-epoch run writes
+redirected ``stderr``, a batch job, ``sla-grid``'s run logs) every redraw stays, and a 15-epoch run writes
 megabytes of bar frames. :func:`progress_bar` gives tqdm only to a terminal; elsewhere a :class:`LogBar`, which
 writes one plain line (no ``\\r``, no escape codes) at most every ``interval`` seconds and one when it closes. The
 engine and the image decoders take their bars from here.

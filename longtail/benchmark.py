@@ -16,7 +16,7 @@ an offline W&B run, and before training the run record ``OUT/recipe.json`` (:mod
 derived from its config and data; ``--resume`` refuses a changed training config or data folder).
 
 This module is the command line only (:func:`main`, :func:`run`); the recipe -- model, loop, evaluation, report --
-is :mod:`longtail.recipe`, the grid of ``--grid-loss`` x ``--grid-transform`` :func:`longtail.protocol.run_grid`.
+is :mod:`longtail.recipe`, the grid of ``--grid-loss`` x ``--grid-transform`` :func:`longtail.grid.run_grid`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from fewshot_sla.tracking import RunLogger, format_table
 from fewshot_sla.utils import DataError
 
 from .config import LTConfig
-from .protocol import run_grid
+from .grid import run_grid
 from .recipe import build_model, check_config, finish, load_data, make_loop, open_run, sync_batchnorm
 
 __all__ = ["LTConfig", "run", "main"]

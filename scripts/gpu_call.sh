@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long-tail protocol's GPU call (longtail/gpucall.py): environment, throughput table, plan, the 200-epoch runs
+# The long-tail protocol's GPU call (lab/gpucall.py): environment, throughput table, plan, the 200-epoch runs
 # that fit in the budget, everything packed into at most 8 files under --out. One command, nothing to decide.
 #
 # On the device (docs/usage.md, "The GPU call"): the device's own python3 as it is, the checkout on PYTHONPATH,
@@ -15,4 +15,4 @@ if [[ -z "$python" ]]; then
     if [[ -x "$root/.venv/bin/python" ]]; then python="$root/.venv/bin/python"; else python="$(command -v python3)"; fi
 fi
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 WANDB_MODE=disabled WANDB_SILENT=true
-exec "$python" -m longtail.gpucall "$@"
+exec "$python" -m lab.gpucall "$@"

@@ -2,8 +2,8 @@
 # SLA's gain against training length on the CPU (docs/results.md, "Long tail: the budget curve"):
 # CIFAR-10-LT-100 (the JPEG copy), ResNet-32, each loss's baseline vs SLA+SD at 10, 20 and 60 epochs, the
 # 30-epoch protocol's schedule scaled (cosine, batch 64, scale_epochs' warm-up set once per epoch, CIFAR-10's
-# fixed statistics: the 30-epoch point in docs/runs/longtail_cpu_protocol ran so, hence --warmup epoch
-# --norm-stats cifar). Runs land in RUNS/e<epochs>/imagefolder_ir100/<loss>_<baseline|slasd>_s<seed>/ and resume.
+# fixed statistics, as the 30-epoch point in docs/runs/longtail_cpu_protocol ran): lab/grids/longtail_cpu_protocol.yaml
+# at each length. Runs land in RUNS/e<epochs>/imagefolder_ir100/<loss>_<baseline|slasd>_s<seed>/ and resume.
 #
 #   python ../shared/data/materialize.py .data --only cifar10             # the images, once
 #   scripts/results_longtail_budget_cpu.sh                                 # the whole list, in this order
@@ -18,7 +18,7 @@
 # metrics.json; no checkpoint) is copied there, to be committed; at the start the committed records are copied into
 # RUNS, where the protocol counts them as finished and skips them, so the default list continues where they end.
 # A run longer than a session (a 60-epoch SLA+SD run on one thread) is carried over too: stop the lanes cleanly at
-# the session's end (`pkill -TERM -f longtail.protocol`: each run stops at its last finished epoch), then
+# the session's end (`kill -TERM` each lane's sla-grid process: its runs stop, each keeps its last finished epoch), then
 #   scripts/results_longtail_budget_cpu.sh --save-unfinished
 # copies every started, unfinished run folder of RUNS (its checkpoint.pt and record; no wandb/ or plots) into
 # UNFINISHED (default docs/runs_unfinished/longtail_budget_cpu), to be committed; the next session's start copies
@@ -26,7 +26,8 @@
 # its carried copy is deleted (commit the deletion with the record).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export WANDB_MODE=${WANDB_MODE:-offline} WANDB_SILENT=true
+export WANDB_MODE=${WANDB_MODE:-offline} WANDB_SILENT=true PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+py=${PYTHON:-.venv/bin/python}
 data=${DATA:-.data}
 runs=${RUNS:-runs/lt_budget_cpu}
 committed=${COMMITTED:-docs/runs/longtail_budget_cpu}
@@ -71,9 +72,9 @@ default="10:logit-adjusted:0 10:logit-adjusted:1 20:logit-adjusted:0 20:logit-ad
          60:logit-adjusted:0 60:logit-adjusted:1 60:ce:0"
 for point in ${POINTS:-$default}; do
   IFS=: read -r epochs loss seed <<<"$point"
-  scripts/longtail_protocol.sh --dataset imagefolder --data-root "$data/cifar10-jpeg" --imbalance-ratio 100 \
-    --losses "$loss" --seeds "$seed" --epochs "$epochs" --jobs 1 --out "$runs/e$epochs" -- \
-    --schedule cosine --batch-size 64 ${AMP---amp} --channels-last --num-threads "${THREADS:-1}" \
-    --warmup epoch --norm-stats cifar ${EXTRA:-}
+  # one point: the loss's baseline and SLA+SD at this seed, the CPU protocol's grid at this length
+  "$py" -m fewshot_sla.grid lab/grids/longtail_cpu_protocol.yaml --only "${loss}_*_s$seed" --jobs 1 \
+    --out "$runs/e$epochs/imagefolder_ir100" -- --data-root "$data/cifar10-jpeg" --epochs "$epochs" ${AMP---amp} \
+    --num-threads "${THREADS:-1}" ${EXTRA:-}
   copy_finished "$runs" "$committed"
 done

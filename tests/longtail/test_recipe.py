@@ -24,8 +24,8 @@ from longtail import load_run
 from longtail.benchmark import main, run
 from longtail.config import LTConfig
 from longtail.data import CIFAR_MEAN, CIFAR_STD, DATASETS, STATS_SOURCES
+from longtail.grid import grid_configs
 from longtail.losses import LOSSES
-from longtail.protocol import grid_configs
 from longtail.recipe import FREE_KEYS, load_data, resolve
 from longtail.reporting import REPORT
 from longtail.samplers import SAMPLERS

@@ -1,4 +1,4 @@
-"""The GPU call (longtail/gpucall.py, scripts/gpu_call.sh): its plan for a given measured throughput (which runs,
+"""The GPU call (lab/gpucall.py, scripts/gpu_call.sh): its plan for a given measured throughput (which runs,
 in which order, how many fit), its dry run end to end on a CPU without wandb, learn2learn or qpth, and the size of
 what travels to the device."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from longtail import gpucall as gc
-from longtail import throughput as tp
+from lab import gpucall as gc
+from lab import throughput as tp
 
 ROOT = Path(__file__).resolve().parents[2]
 N_TRAIN = {100.0: 12406, 10.0: 20431}  # CIFAR-10-LT-100 and -10
@@ -126,12 +126,12 @@ def test_variant_flags_are_sla_longtail_options():
 
 
 @pytest.mark.slow
-def test_dry_run_end_to_end_without_wandb_learn2learn_or_qpth(tmp_path):
+def test_dry_run_end_to_end_without_wandb_learn2learn_qpth_or_submitit(tmp_path):
     """The call's dry run, as make test runs it: tiny data, 1-epoch runs, the same plan and packing, with wandb,
-    learn2learn and qpth unimportable (the device has none of them)."""
+    learn2learn, qpth and submitit unimportable (the device has none of them)."""
     blocked = tmp_path / "blocked"
     blocked.mkdir()
-    for name in ("wandb", "learn2learn", "qpth"):
+    for name in ("wandb", "learn2learn", "qpth", "submitit"):
         (blocked / f"{name}.py").write_text(f"raise ImportError('{name} is not installed on the device')\n")
     env = {**os.environ, "PYTHONPATH": str(blocked), "PYTHON": sys.executable}
     env.pop("WANDB_MODE", None)

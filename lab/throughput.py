@@ -1,6 +1,6 @@
 """Training throughput of ``sla-longtail``'s own step: per variant, and with several processes on one device.
 
-    python -m longtail.throughput --device cuda --variants fp32 bf16+cl compile graphs --processes 1 4 8
+    python -m lab.throughput --device cuda --variants fp32 bf16+cl compile graphs --processes 1 4 8
 
 Every measurement builds what ``sla-longtail`` builds (:func:`longtail.recipe.build_model` of the resolved recipe,
 its SGD optimiser, :func:`longtail.recipe.make_loop`: the uint8 training set on the device, sampler indices ->
@@ -36,9 +36,8 @@ from typing import Any
 import torch
 
 from fewshot_sla import engine as eng
-
-from .config import LTConfig
-from .data import LTData, class_counts
+from longtail.config import LTConfig
+from longtail.data import LTData, class_counts
 
 __all__ = ["VARIANTS", "REGIMES", "Variant", "StepTiming", "synthetic_data", "variant_flags", "measure",
            "measure_processes", "main"]
@@ -170,7 +169,7 @@ def measure(regime: str, variant: str, device: str = "cpu", batch: int = 128, wa
             threads: int = 0, data: LTData | None = None, at_warmup: Callable[[], None] = lambda: None) -> StepTiming:
     """Time ``steps`` training steps of ``regime`` (:data:`REGIMES`) as ``variant`` (:data:`VARIANTS`) runs them,
     after ``warmup`` untimed ones (at least 3 when compiling)."""
-    from .recipe import build_model, make_loop, resolve
+    from longtail.recipe import build_model, make_loop, resolve
 
     transform, sd = REGIMES[regime]
     v = VARIANTS[variant]
@@ -220,10 +219,11 @@ def measure_processes(processes: int, regime: str, variant: str, device: str = "
     process measures in this one; a compiled variant always in a process of its own, within ``timeout``."""
     if processes == 1 and not VARIANTS[variant].compile:  # compiling runs apart: a failure cannot poison this one
         return measure(regime, variant, device, batch, warmup, steps, threads)
+    # The workers run this module by name: the folder holding lab/ (the checkout) goes on their path.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                                      os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory() as folder:
-        cmd = [sys.executable, "-m", "longtail.throughput", "--worker", folder, "--parties", str(processes),
+        cmd = [sys.executable, "-m", "lab.throughput", "--worker", folder, "--parties", str(processes),
                "--regimes", regime, "--variants", variant, "--device", device, "--batch", str(batch),
                "--warmup", str(warmup), "--steps", str(steps), "--threads", str(threads)]
         procs = [subprocess.Popen([*cmd, "--index", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,

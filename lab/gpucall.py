@@ -3,31 +3,34 @@ decide, and brings every result back in a handful of files.
 
     scripts/gpu_call.sh --data-root /tmp/cifar10-jpeg --unpack .gpu/data/materialize.py --out "$OUT"   # the device
     scripts/gpu_call.sh --dry-run --out /tmp/dry                                                      # CPU rehearsal
+    python -m lab.gpucall ...                                                # the same, from the checkout's root
 
 What it does, in one process, within ``--budget`` seconds of wall time (default 540: 9 minutes):
 
 1. prints the environment (GPU, driver, torch, CUDA, Python) into ``OUT/environment.json`` and the log;
 2. makes the data ready: the image folder at ``--data-root`` (written first by ``--unpack SCRIPT`` when it is
    missing), decoded once into its cache so that the concurrent runs only read it;
-3. measures the throughput table (:mod:`longtail.throughput`; about a minute on a GPU): ``sla-longtail``'s own step
+3. measures the throughput table (:mod:`lab.throughput`; about a minute on a GPU): ``sla-longtail``'s own step
    at batch 128 for the baseline and SLA+SD (M = 4) as ``fp32``, ``bf16+cl``, ``compile`` and ``graphs``, and K
    processes at once; median step from CUDA events after a warm-up; images/s per model and in total, peak memory;
 4. plans (:func:`plan_runs`): from the measured step times, which runs of :func:`priority_queue` finish in the time
    left and how many run at once (the variant and process count that finish the most);
-5. runs them concurrently (:mod:`longtail.protocol`'s runner, one ``sla-longtail`` process each, W&B disabled); every
-   run it starts is planned to finish in this call, and runs already committed under ``--committed`` are skipped, so
-   a second call continues the list;
+5. runs them concurrently (:class:`Lanes`: one ``sla-longtail`` process each, W&B disabled, all stopped at the
+   budget); every run it starts is planned to finish in this call, and runs already finished under ``--committed``
+   (default ``docs/runs/longtail_gpu`` of the working directory) are skipped, so a second call continues the list;
 6. packs into ``OUT`` (at most 8 files): ``gpu_call.log``, ``environment.json``, ``throughput.md``, ``throughput.json``,
    ``plan.json`` and ``runs.tar.gz`` (each run's ``metrics.json``, ``config.yaml``, ``recipe.json``,
    ``protocol.log``), to unpack into ``docs/runs/longtail_gpu/`` with ``tar xzf runs.tar.gz -C docs/runs/longtail_gpu``.
 
 Priority (:func:`priority_queue`): CIFAR-10-LT-100 LDAM-DRW and logit adjustment, each baseline then SLA+SD, seed 0
 of both losses, then seed 1, then 2; then VS and CE likewise; then imbalance ratio 10 (all four losses). The
-protocol is LDAM-DRW's 200 epochs (``longtail/configs/cifar10_ir<r>_<loss>.yaml``) on the image folder, with
+protocol is LDAM-DRW's 200 epochs (the recipes ``longtail/cifar10_ir<r>_<loss>`` shipped with ``longtail``) on the
+image folder, with
 CIFAR-10's normalisation (``--norm-stats cifar``, as LDAM-DRW).
 
 ``--dry-run`` rehearses the same steps on a CPU: a small synthetic image folder, 1-epoch runs, a tiny throughput
-table, the same plan and packing. It needs neither wandb, learn2learn nor qpth (the device has none of them).
+table, the same plan and packing. It needs neither wandb, learn2learn, qpth nor submitit (the device has none of
+them: hence its own small lanes runner rather than ``sla-grid``).
 """
 
 from __future__ import annotations
@@ -37,23 +40,28 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from . import throughput as tp
-from .protocol import RECIPE_DIR, RunPlan, _Outcome, _Runner, is_finished, plan_grid
+from fewshot_sla.config import find_recipe
+from fewshot_sla.grid import is_finished
+from lab import throughput as tp
 
 __all__ = ["QueueItem", "Rates", "Slot", "Plan", "priority_queue", "candidate_rates", "run_seconds", "schedule",
-           "plan_runs", "main"]
+           "plan_runs", "RunPlan", "Lanes", "main"]
 
-ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ROOT / "docs" / "runs" / "longtail_gpu"
+COMMITTED = Path("docs") / "runs" / "longtail_gpu"  # relative to the working directory (the checkout's root)
+# Recipe name of each loss (longtail/configs/cifar10_ir<ratio>_<name>.yaml); the protocol's "ldam" is LDAM-DRW.
+RECIPE_NAMES = {"ce": "ce", "ldam": "ldam_drw", "logit-adjusted": "logit_adjusted", "vs": "vs"}
+DRW_LOSSES = frozenset({"ldam"})
+POLL_S = 0.2
 PRIORITY: tuple[tuple[float, tuple[str, ...]], ...] = (
     (100.0, ("ldam", "logit-adjusted")),
     (100.0, ("vs", "ce")),
@@ -267,7 +275,7 @@ def write_synthetic_folder(root: Path, per_class: int = 100, test_per_class: int
 
 def prepare_data(args: argparse.Namespace, ratios: Sequence[float], log: _Log) -> dict[float, int]:
     """Make the image folder ready (unpacked, decoded into its cache); the training images of each ratio."""
-    from .data import load_longtail
+    from longtail.data import load_longtail
 
     root = Path(args.data_root)
     if args.dry_run and not (root / "train").is_dir():
@@ -320,22 +328,136 @@ def measure_table(args: argparse.Namespace, log: _Log) -> list[tp.StepTiming]:
     return rows
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """One planned run: where it writes and the ``sla-longtail`` arguments that make it."""
+
+    out: Path
+    argv: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.out.name
+
+    @property
+    def started(self) -> bool:
+        return (self.out / "checkpoint.pt").is_file()
+
+
+def run_argv(item: QueueItem, out: Path, data_root: str, epochs: int, extra: Sequence[str]) -> tuple[str, ...]:
+    """The ``sla-longtail`` arguments of one run of the priority list: its loss's shipped recipe for the item's
+    imbalance ratio on the image folder, the baseline (``--transform none --no-sd``) or SLA+SD (rotation)."""
+    recipe = find_recipe(f"cifar10_ir{item.ratio:g}_{RECIPE_NAMES[item.loss]}", "longtail")
+    argv = ["--config", str(recipe), "--dataset", "imagefolder", "--data-root", data_root,
+            "--imbalance-ratio", f"{item.ratio:g}", "--epochs", str(epochs), "--loss", item.loss,
+            *(["--drw"] if item.loss in DRW_LOSSES else [])]
+    argv += ["--transform", "none", "--no-sd"] if item.method == "baseline" else ["--transform", "rotation", "--sd"]
+    return (*argv, "--seed", str(item.seed), "--out", str(out), "--resume", *extra)
+
+
 def run_plans(plan: Plan, args: argparse.Namespace) -> list[RunPlan]:
-    """The ``sla-longtail`` arguments of each planned run (the protocol's own :func:`plan_grid`)."""
-    out: list[RunPlan] = []
+    """The ``sla-longtail`` arguments of each planned run, into ``RUNS/imagefolder_ir<r>/<loss>_<method>_s<seed>``."""
     threads = max(1, (os.cpu_count() or 1) // max(1, plan.processes))
     extra = [*tp.variant_flags(plan.variant or "fp32"), "--norm-stats", "cifar", "--wandb", "disabled",
-             "--device", "cpu" if args.dry_run else "cuda"]
+             "--device", "cpu" if args.dry_run else "cuda", "--num-threads", str(threads)]
     if args.dry_run:
         extra += ["--batch-size", "32"]
+    out = []
     for s in plan.slots:
-        it = s.item
-        ns = argparse.Namespace(out=args.runs, dataset="imagefolder", imbalance_ratio=it.ratio, losses=[it.loss],
-                                seeds=[it.seed], epochs=args.epochs, data_root=args.data_root,
-                                sla_transform="rotation", recipes=str(RECIPE_DIR / f"cifar10_ir{it.ratio:g}_"))
-        grid = plan_grid(ns, extra, threads)
-        out += [p for p in grid if p.method == it.method]
+        run_dir = Path(args.runs) / s.item.name
+        out.append(RunPlan(run_dir, run_argv(s.item, run_dir, args.data_root, args.epochs, extra)))
     return out
+
+
+@dataclass
+class _Active:
+    plan: RunPlan
+    proc: subprocess.Popen[bytes]
+    log: IO[str]
+
+
+@dataclass
+class Outcome:
+    finished: list[RunPlan] = field(default_factory=list)
+    stopped: list[RunPlan] = field(default_factory=list)  # exited 0 before the last epoch
+    interrupted: list[RunPlan] = field(default_factory=list)  # stopped at the time limit
+    failed: list[RunPlan] = field(default_factory=list)
+    not_started: list[RunPlan] = field(default_factory=list)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the run's own session: it and any worker it started
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class Lanes:
+    """Runs ``sla-longtail`` processes, at most ``jobs`` at once, within ``time_limit`` seconds: ``grace`` seconds
+    before it no run is started any more and the running ones get SIGTERM, then SIGKILL after ``grace`` more
+    seconds at most (a killed run loses only its unfinished epoch). Each run's output goes to ``RUN/protocol.log``."""
+
+    def __init__(self, jobs: int, time_limit: float, grace: float, say: Callable[[str], None]) -> None:
+        self.jobs, self.grace, self.say = jobs, grace, say
+        self.stop_at = time.monotonic() + time_limit - grace
+
+    def launch(self, plan: RunPlan) -> _Active:
+        plan.out.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "longtail.benchmark", *plan.argv]
+        log = open(plan.out / "protocol.log", "a")
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} gpu call: {shlex.join(cmd)}\n")
+        log.flush()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.say(f"start   {plan.name}{' (resuming from its checkpoint)' if plan.started else ''}")
+        return _Active(plan, proc, log)
+
+    def reap(self, a: _Active, rc: int, outcome: Outcome) -> None:
+        a.log.close()
+        if rc == 0 and is_finished(a.plan.out):
+            acc = json.loads((a.plan.out / "metrics.json").read_text())["test/acc"]
+            outcome.finished.append(a.plan)
+            self.say(f"done    {a.plan.name}: test/acc {acc:.4f}")
+        elif rc == 0:
+            outcome.stopped.append(a.plan)
+            self.say(f"stopped {a.plan.name} before its last epoch")
+        else:
+            outcome.failed.append(a.plan)
+            lines = (a.plan.out / "protocol.log").read_text(errors="replace").splitlines()[-15:]
+            self.say(f"FAILED  {a.plan.name} (exit {rc}); the end of its protocol.log:\n" + "\n".join(lines))
+
+    def terminate(self, running: list[_Active], outcome: Outcome) -> None:
+        if not running:
+            return
+        self.say(f"time limit near: stopping {len(running)} run(s) (SIGTERM, then up to {self.grace:g} s)")
+        for a in running:
+            _signal_group(a.proc, signal.SIGTERM)
+        end = time.monotonic() + self.grace
+        while any(a.proc.poll() is None for a in running) and time.monotonic() < end:
+            time.sleep(POLL_S)
+        for a in running:
+            if a.proc.poll() is None:
+                _signal_group(a.proc, signal.SIGKILL)
+            a.proc.wait()
+            a.log.close()
+            (outcome.finished if is_finished(a.plan.out) else outcome.interrupted).append(a.plan)
+
+    def run(self, todo: list[RunPlan]) -> Outcome:
+        outcome = Outcome()
+        queue = list(todo)
+        running: list[_Active] = []
+        try:
+            while (queue or running) and time.monotonic() < self.stop_at:
+                while queue and len(running) < self.jobs:
+                    running.append(self.launch(queue.pop(0)))
+                for a in [a for a in running if a.proc.poll() is not None]:
+                    running.remove(a)
+                    self.reap(a, a.proc.returncode, outcome)
+                time.sleep(POLL_S)
+        finally:  # also on an exception: no orphaned runs
+            self.terminate(running, outcome)
+            outcome.not_started.extend(queue)
+        return outcome
 
 
 def pack(out: Path, runs_root: Path, log: _Log) -> list[Path]:
@@ -362,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data-root", default="/tmp/gpu_data/cifar10-jpeg", help="the CIFAR-10 image folder")
     ap.add_argument("--unpack", default=None, help="script writing the folder when missing (materialize.py)")
     ap.add_argument("--runs", default="/tmp/gpu_runs", help="where the runs train (not packed whole)")
-    ap.add_argument("--committed", type=Path, default=COMMITTED, help="finished runs here are skipped")
+    ap.add_argument("--committed", type=Path, default=COMMITTED,
+                    help=f"finished runs here are skipped (default: {COMMITTED}, relative to the working directory)")
     ap.add_argument("--budget", type=float, default=540.0, help="wall seconds of the whole call (default 540)")
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--processes", type=int, nargs="+", default=[4, 8], help="K processes at once to measure")
@@ -423,12 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     if plan.slots:
         runs = run_plans(plan, args)
-        ns = argparse.Namespace(time_limit=max(1.0, args.budget - (time.monotonic() - t0) - PACK_S / 2),
-                                grace=10.0, max_runs=0)
-        outcome = _Outcome()
-        runner = _Runner(ns, plan.processes, time.monotonic())
-        setattr(runner, "say", log)  # noqa: B010 -- the runner's lines go into the packed log too
-        runner.run(runs, outcome)
+        lanes = Lanes(plan.processes, max(1.0, args.budget - (time.monotonic() - t0) - PACK_S / 2), 10.0, log)
+        outcome = lanes.run(runs)
         log(f"runs: {len(outcome.finished)} finished, {len(outcome.failed)} failed, "
             f"{len(outcome.interrupted)} stopped at the time limit, {len(outcome.not_started)} not started")
         for p in outcome.finished:

@@ -1,6 +1,6 @@
-"""``python -m longtail.budget RUN_DIR... --out DIR``: SLA's gain against the training budget (epochs).
+"""``python -m lab.budget RUN_DIR... --out DIR``: SLA's gain against the training budget (epochs).
 
-    python -m longtail.budget docs/runs/longtail_cpu_protocol docs/runs/longtail_cpu_budget --out report/budget
+    python -m lab.budget docs/runs/longtail_cpu_protocol docs/runs/longtail_cpu_budget --out report/budget
 
 Each run is a baseline (``transform none``, no ``sd``) or an SLA+SD run (a transform and ``sd``); the two are
 paired by (curve, loss, epochs, seed), and the paired gain is SLA+SD's ``test/acc_distilled`` minus the baseline's
@@ -26,8 +26,7 @@ from fewshot_sla.report import ReportError, Run, flat_identity, load_runs, mean_
 from fewshot_sla.runs import canonical
 from fewshot_sla.tracking import format_table
 from fewshot_sla.utils import write_json
-
-from .reporting import LEGACY_DEFAULTS, REPORT
+from longtail.reporting import LEGACY_DEFAULTS, REPORT
 
 __all__ = ["CURVE_FREE", "collect", "summarise", "write_budget", "main"]
 
@@ -216,7 +215,7 @@ def write_budget(dirs: Sequence[str | Path], out_dir: str | Path, same_data: dic
     curves = summarise(collected)
     if not any(c["losses"] for c in curves):
         raise ReportError(f"no finished baseline / SLA+SD pair in {', '.join(map(str, dirs))}: " + "; ".join(notes))
-    command = command or "python -m longtail.budget " + shlex.join([*map(str, dirs), "--out", str(out_dir)])
+    command = command or "python -m lab.budget " + shlex.join([*map(str, dirs), "--out", str(out_dir)])
     if len(curves) > 1:
         notes.append("runs of different schedules form separate curves, labelled by the keys that differ; if "
                      "they differ only by a data.files naming one folder twice, --same-data GIVEN=DIGEST joins them")
@@ -241,8 +240,8 @@ def write_budget(dirs: Sequence[str | Path], out_dir: str | Path, same_data: dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m longtail.budget RUN_DIR... --out DIR``; returns the exit status (0, or 2 on a bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m longtail.budget", description=(__doc__ or "").split("\n")[0])
+    """``python -m lab.budget RUN_DIR... --out DIR``; returns the exit status (0, or 2 on a bad input)."""
+    parser = argparse.ArgumentParser(prog="python -m lab.budget", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders searched for them")
     parser.add_argument("--out", default="budget", help="output folder (default: ./budget)")
     parser.add_argument("--same-data", action="append", default=[], metavar="GIVEN=DIGEST",
@@ -253,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"--same-data takes GIVEN=DIGEST, not {bad[0]!r}")
     same = dict(s.split("=") for s in args.same_data)
-    command = "python -m longtail.budget " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m lab.budget " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         write_budget(args.runs, args.out, same, command)
     except ReportError as e:

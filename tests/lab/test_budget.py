@@ -1,8 +1,9 @@
-"""``longtail.budget``: pairing, exact gains and spreads, skipped runs, separate schedules, the plot and the CLI on the
+"""``lab.budget``: pairing, exact gains and spreads, skipped runs, separate schedules, the plot and the CLI on the
 committed 30-epoch protocol; the budget script continuing across sessions; the committed budget table."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -15,7 +16,7 @@ import pytest
 
 from fewshot_sla.report import ReportError
 from fewshot_sla.runs import group_id, identity
-from longtail.budget import main, write_budget
+from lab.budget import main, write_budget
 from longtail.reporting import GROUP_IGNORE, REPORT
 from tests.longtail.synthetic import write_folder
 
@@ -173,6 +174,11 @@ def test_cli_on_the_committed_30_epoch_protocol(tmp_path: Path, capsys: pytest.C
     assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
 
 
+#: The script runs each point through sla-grid, which launches through submitit (the [grid] extra).
+needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
+                                    reason="submitit is not installed (pip install 'fewshot-sla[grid]')")
+
+
 def budget_script(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """scripts/results_longtail_budget_cpu.sh on the tiny folder under ``tmp_path/data`` (ResNet-20, fp32, no W&B),
     its carried runs in ``tmp_path/unfinished``; ``env`` sets POINTS, RUNS, COMMITTED, EXTRA (added to the base)."""
@@ -183,11 +189,12 @@ def budget_script(tmp_path: Path, *args: str, **env: str) -> subprocess.Complete
                           capture_output=True, text=True, timeout=600)
 
 
+@needs_submitit
 @pytest.mark.slow
 def test_the_budget_script_saves_finished_records_and_a_later_session_skips_them(tmp_path: Path) -> None:
     """scripts/results_longtail_budget_cpu.sh on a tiny folder: each finished run's record (no checkpoint) lands in
     COMMITTED; a fresh RUNS folder (a new session's machine) with the same COMMITTED trains nothing again, and
-    ``sla-budget`` pairs the committed records."""
+    ``python -m lab.budget`` pairs the committed records."""
     write_folder(tmp_path / "data" / "cifar10-jpeg", 100, 4, seed=0)  # imbalance 100: 100, 21, 4, 1 images
     committed = tmp_path / "committed"
 
@@ -210,6 +217,7 @@ def test_the_budget_script_saves_finished_records_and_a_later_session_skips_them
     assert rows(res, "ce")[1]["seeds"] == [0]
 
 
+@needs_submitit
 def test_the_budget_script_carries_an_unfinished_run_to_a_later_session_which_resumes_it(tmp_path: Path) -> None:
     """A run longer than a session: stopped after its first epoch, ``--save-unfinished`` copies its folder (the
     checkpoint and record, no wandb/ or plots) into UNFINISHED; a fresh RUNS folder (the next session's machine)
@@ -240,7 +248,7 @@ def test_the_budget_script_carries_an_unfinished_run_to_a_later_session_which_re
     for name in ("ce_baseline_s0", "ce_slasd_s0"):
         resumed = tmp_path / "s2" / "runs" / "e2" / "imagefolder_ir100" / name
         ref = tmp_path / "s3" / "runs" / "e2" / "imagefolder_ir100" / name
-        log = (resumed / "protocol.log").read_text()  # the carried log, then this session's invocation
+        log = (resumed / "grid.log").read_text()  # the carried log, then this session's invocation
         assert log.count("starting from scratch") == 1 and log.count("=== ") == 2  # resumed, not started over
         assert "1/2" not in log.split("=== ")[-1] and "2/2" in log.split("=== ")[-1]
         hist = [json.loads(line) for line in (resumed / "history.jsonl").read_text().splitlines()]
