@@ -436,7 +436,7 @@ class _Runner:
 # -- report -------------------------------------------------------------------------------------------
 def write_report(plans: list[RunPlan], report_dir: Path) -> int:
     """``sla-report`` over the grid's run folders (those that exist) into ``report_dir``."""
-    from fewshot_sla.report import main as report_main
+    from fewshot_sla.report.cli import main as report_main
 
     dirs = [str(p.out) for p in plans if (p.out / "metrics.json").is_file() or (p.out / "config.yaml").is_file()]
     if not dirs:
