@@ -71,7 +71,9 @@ def test_no_module_imports_a_command_line_module():
     modules = module_files()
     clis = {n for n, f in modules.items() if defines_main(f)}
     assert {"fewshot_sla.report.cli", "episodes.cli_predict", "longtail.cli_predict"} <= clis
-    edges = {(n, m) for n, f in modules.items() for m in imported_modules(n, f, set(modules)) if m in clis}
+    # a package's __main__ is a command line itself (``python -m``), never imported
+    edges = {(n, m) for n, f in modules.items() if not n.endswith(".__main__")
+             for m in imported_modules(n, f, set(modules)) if m in clis}
     assert edges - PENDING_CLI_IMPORTS == set()
     assert PENDING_CLI_IMPORTS <= edges  # an edge gone: drop it from the list
 
