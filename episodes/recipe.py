@@ -62,7 +62,7 @@ from .maml import ALGORITHMS, MAMLLearner
 from .pretrain import PretrainHead, PretrainTask
 from .protonet import ProtoNet
 from .r2d2 import R2D2
-from .reporting import GROUP_IGNORE, REPORT, data_identity
+from .reporting import GROUP_IGNORE, data_identity
 from .sampler import EpisodeSampler
 from .svm import MetaOptSVM
 from .task import EpisodeTask
@@ -245,12 +245,12 @@ class Recipe:
 
     def record(self) -> dict[str, Any]:
         """The whole run record (``OUT/recipe.json``)."""
-        return runs.make_record(KIND, to_dict(self.cfg), self.to_json(), self.identity(), REPORT)
+        return runs.make_record(KIND, to_dict(self.cfg), self.to_json(), self.identity())
 
     def metrics_extra(self) -> dict[str, Any]:
-        """What metrics.json carries for sla-report: the identity, its group and the report spec."""
+        """What metrics.json carries for sla-report: the identity, its group and the kind."""
         ident = self.identity()
-        return {"identity": ident, "group": runs.group_id(ident), "report": REPORT}
+        return {"identity": ident, "group": runs.group_id(ident), "kind": KIND}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], cfg: FewShotConfig | None = None) -> Recipe:

@@ -36,7 +36,7 @@ from .counts import class_counts
 from .metrics import classification_report
 from .model import DataAugmentation, MultiTask, SLAClassifier
 from .nets import SmallCNN
-from .report import per_class_plot
+from .report.plots import per_class_plot
 from .tracking import RunLogger, format_table
 
 

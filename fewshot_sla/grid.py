@@ -500,7 +500,7 @@ def launch(grid: Grid, todo: list[GridRun], executor: Any, jobs: int, launcher: 
 # -- report ------------------------------------------------------------------------------------------------------
 def write_reports(grid: Grid) -> int:
     """``sla-report`` over the grid's run folders (those that exist) into ``OUT/report/`` (per group if any)."""
-    from .report import main as report_main
+    from .report import ReportError, write_report
 
     groups = grid.report or {"": [r.name for r in grid.runs]}
     by_name = {r.name: r for r in grid.runs}
@@ -513,7 +513,16 @@ def write_reports(grid: Grid) -> int:
                   file=sys.stderr)
             rc = EXIT_USAGE
             continue
-        rc = report_main([*dirs, "--out", str(grid.out / "report" / group)]) or rc
+        out = grid.out / "report" / group
+        command = "sla-report " + shlex.join([*dirs, "--out", str(out)])
+        try:
+            path = write_report(dirs, out, command=command)
+        except ReportError as e:
+            print(f"error: {e}", file=sys.stderr)
+            rc = EXIT_USAGE
+            continue
+        print(path.read_text().split("\n## Runs")[0].rstrip())
+        print(f"\nreport: {path}")
     return rc
 
 

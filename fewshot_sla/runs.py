@@ -12,16 +12,16 @@ writes the record, ``OUT/recipe.json`` (strict JSON), before training:
                                               # normalisation statistics, episode shapes, schedule, ...
      "identity": {"method": {...}, "data": {...}},  # what defines the method and its data (grouping, W&B group)
      "group": "cfg-0123456789",               # group_id(identity)
-     "report": {...},                         # how sla-report tables this kind (names, columns; see report.py)
      "package_version": "0.1.0",              # what produced it (fewshot_sla.utils.provenance): the version,
      "git_commit": "..." | null,              # the commit only when run from this project's own checkout,
      "python": ..., "torch": ..., "numpy": ..., "cpu": ..., "cuda_device": ... | null}
 
 Everything that reads a run reads this record, never the data folder's current state: ``--resume`` and
 ``--test-only`` (:func:`check_resume`, the recorded splits and statistics), the predictors (``load_run``) and
-``sla-report`` (the identity and report spec, also copied into ``metrics.json``). The core knows no package's
-config schema: a recipe passes the keys that may change (:func:`check_resume`'s ``free``) and the keys that do not
-define a method (:func:`identity`'s ``ignore``).
+``sla-report`` (the kind, identity and group, also copied into ``metrics.json``; how a kind is tabled lives in its
+package's code, :mod:`fewshot_sla.report.spec`). The core knows no package's config schema: a recipe passes the
+keys that may change (:func:`check_resume`'s ``free``) and the keys that do not define a method
+(:func:`identity`'s ``ignore``).
 """
 
 from __future__ import annotations
@@ -79,13 +79,12 @@ def group_id(ident: Mapping[str, Any], prefix: str = "cfg") -> str:
 
 
 def make_record(
-    kind: str, config: Mapping[str, Any], recipe: Mapping[str, Any], ident: Mapping[str, Any],
-    report: Mapping[str, Any],
+    kind: str, config: Mapping[str, Any], recipe: Mapping[str, Any], ident: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """A run record (see the module docstring); strict-JSON-able or a TypeError."""
+    """A run record (see the module docstring): facts only; strict-JSON-able or a TypeError."""
     rec = {
         "format": FORMAT, "kind": kind, "config": dict(config), "recipe": dict(recipe), "identity": dict(ident),
-        "group": group_id(ident), "report": dict(report), **provenance(),
+        "group": group_id(ident), **provenance(),
     }
     json_dumps(rec)  # fail here, not half-way through writing
     return rec

@@ -1,12 +1,7 @@
-"""``sla-longtail-predict``: load a trained ``sla-longtail`` run and classify images.
+"""Load a trained ``sla-longtail`` run and classify images (``sla-longtail-predict``'s command line is
+:mod:`longtail.cli_predict`).
 
-    sla-longtail-predict --run runs/c10_ldam_sla IMAGE_OR_DIR... --out predictions.csv
-
-Each argument is an image file or a folder (searched recursively for ``.png``, ``.jpg``, ``.jpeg``). Writes a CSV
-``file,predicted_class,score`` and prints a short table; images inside folders named after the run's classes (an
-ImageFolder split, ``DIR/<class>/*.png``) are also scored against that class and the accuracy is printed.
-
-In Python, :func:`load_run` rebuilds the run's model exactly as ``sla-longtail`` built it, from the run record
+:func:`load_run` rebuilds the run's model exactly as ``sla-longtail`` built it, from the run record
 ``recipe.json`` (the recorded normalisation statistics, classes, class counts and image side: never the data
 folder's current state, so a folder that gained classes or files since changes nothing), and loads its final
 weights (``checkpoint.pt``, the weights the run was tested with)::
@@ -17,9 +12,6 @@ weights (``checkpoint.pt``, the weights the run was tested with)::
 
 from __future__ import annotations
 
-import argparse
-import csv
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +27,7 @@ from fewshot_sla.io import class_folders, decode_images, image_files
 from fewshot_sla.utils import DataError, inference_batches, read_json
 
 from .config import LTConfig
-from .data import CIFAR_MEAN, CIFAR_STD, IMAGE_EXTENSIONS
+from .data import CIFAR_MEAN, CIFAR_STD
 from .reporting import LEGACY_DEFAULTS
 
 if TYPE_CHECKING:
@@ -43,7 +35,7 @@ if TYPE_CHECKING:
 
     from .recipe import Recipe
 
-__all__ = ["LongTailPredictor", "load_run", "main", "CIFAR_SIZE"]
+__all__ = ["LongTailPredictor", "load_run", "CIFAR_SIZE"]
 
 #: The image side of CIFAR runs (and of image-folder runs whose training images cannot be looked at).
 CIFAR_SIZE = 32
@@ -325,96 +317,3 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LongTai
         warnings.warn(f"{weights} is from epoch {done} of {epochs}: the run has not finished", stacklevel=2)
     mode = metrics.get("test/main_mode") or main_mode(model.modes())
     return LongTailPredictor(model, recipe, mode, dev, weights)
-
-
-# -- command line -----------------------------------------------------------------------------------------------
-
-
-def _is_image(p: Path) -> bool:
-    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def collect_images(args: Sequence[str]) -> list[Path]:
-    """Image files of the arguments: files as given, folders searched recursively (sorted; hidden entries and the
-    loaders' ``.fewshot_sla_cache`` skipped)."""
-    files: list[Path] = []
-    for a in args:
-        p = Path(a)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*")
-                           if _is_image(f) and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            if not found:
-                raise DataError(f"folder {p} holds no images ({', '.join(IMAGE_EXTENSIONS)}), nor subfolders of them")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"{a}: no such image file or folder")
-    return files
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="sla-longtail-predict", description="Classify images with a trained "
-                                 "sla-longtail run.")
-    ap.add_argument("--run", required=True, metavar="RUN_DIR", help="the --out folder of one sla-longtail run")
-    ap.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (searched recursively)")
-    ap.add_argument("--out", default="predictions.csv", metavar="CSV",
-                    help="where to write file,predicted_class,score (default: predictions.csv)")
-    ap.add_argument("--mode", choices=("distilled", "aggregated", "single"), default=None,
-                    help="prediction mode (default: the run's headline mode)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
-    return ap
-
-
-def _run(args: argparse.Namespace) -> None:
-    files = collect_images(args.images)
-    predictor = load_run(args.run, args.device)
-    mode = args.mode or predictor.main_mode
-    probs = predictor.predict(files, mode)
-    score, idx = probs.max(dim=1)
-    predicted = [predictor.classes[i] for i in idx.tolist()]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "predicted_class", "score"])
-        w.writerows([str(p), c, f"{s:.6f}"] for p, c, s in zip(files, predicted, score.tolist()))
-
-    from fewshot_sla.tracking import format_table
-
-    c = predictor.cfg
-    print(f"run {args.run}: {c.backbone}, {c.loss}{'+DRW' if c.drw else ''}, transform {c.transform}"
-          f"{' +SD' if c.sd else ''}, {len(predictor.classes)} classes, mode {mode}; {len(files)} image"
-          f"{'' if len(files) == 1 else 's'}")
-    show = 10
-    rows = [{"file": str(p), "predicted_class": c, "score": f"{s:.4f}"}
-            for p, c, s in zip(files[:show], predicted, score.tolist())]
-    print(format_table(rows))
-    print(f"... {len(files) - show} more rows in {out}" if len(files) > show else f"written to {out}")
-    known = set(predictor.classes)
-    labelled = [(p.parent.name, c) for p, c in zip(files, predicted) if p.parent.name in known]
-    if labelled:
-        hits = sum(t == c for t, c in labelled)
-        print(f"accuracy: {100 * hits / len(labelled):.2f}% ({hits}/{len(labelled)} images in folders named after "
-              "a class)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``sla-longtail-predict``; returns the exit status (2 with a message on stderr for a bad input)."""
-    args = _parser().parse_args(argv)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)  # ours (e.g. an unfinished run) on every call
-            try:
-                _run(args)
-            finally:
-                for w in caught:  # one plain line each, not the file:line form of the warnings module
-                    print(f"warning: {w.message}", file=sys.stderr)
-    except (DataError, ValueError, ConfigError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

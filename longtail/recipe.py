@@ -44,7 +44,7 @@ from fewshot_sla.utils import DataError, inference_batches
 from .config import LTConfig
 from .data import STATS_SOURCES, LTData, Stats, limit_per_class, load_longtail
 from .losses import LOSSES, ImbalanceLoss, head_for
-from .reporting import GROUP_IGNORE, LEGACY_DEFAULTS, REPORT, data_identity
+from .reporting import GROUP_IGNORE, LEGACY_DEFAULTS, data_identity
 from .samplers import SAMPLERS, LTSampler
 from .schedules import SCHEDULES, WARMUPS, LTSchedule, lr_at, scale_epochs
 
@@ -136,8 +136,8 @@ class Recipe:
         return runs.identity(to_dict(self.cfg), GROUP_IGNORE, data_identity(self.cfg.dataset, files))
 
     def record(self) -> dict[str, Any]:
-        """The run record (``OUT/recipe.json``): config, :meth:`to_dict`, identity, group and report spec."""
-        return runs.make_record(KIND, to_dict(self.cfg), self.to_dict(), self.identity(), REPORT)
+        """The run record (``OUT/recipe.json``): kind, config, :meth:`to_dict`, identity and group."""
+        return runs.make_record(KIND, to_dict(self.cfg), self.to_dict(), self.identity())
 
 
 def check_config(cfg: LTConfig, world_size: int = 1) -> None:
@@ -462,9 +462,9 @@ def report(preds: dict[str, np.ndarray], labels: np.ndarray, counts: list[int]) 
 
 def finish(recipe: Recipe, record: Mapping[str, Any], model: SLAClassifier, data: LTData, ctx: eng.Context,
            logger: RunLogger, fit: eng.FitResult) -> dict[str, Any]:
-    """Test the trained model; metrics.json (with the record's identity, group and report spec), the per-class
-    plot and the W&B tables (rank 0)."""
-    from fewshot_sla.report import per_class_plot
+    """Test the trained model; metrics.json (with the record's identity, group and kind), the per-class plot and
+    the W&B tables (rank 0)."""
+    from fewshot_sla.report.plots import per_class_plot
 
     cfg = recipe.cfg
     counts, names = list(recipe.counts), list(recipe.class_names)
@@ -489,6 +489,6 @@ def finish(recipe: Recipe, record: Mapping[str, Any], model: SLAClassifier, data
         logger.log_image("test/per_class_acc_plot", plot)
     extra = {"seed": cfg.seed, "subset_seed": cfg.subset_seed, "class_counts": counts, "class_names": names,
              "history": fit.history, "world_size": ctx.dist.world_size,
-             "identity": record["identity"], "group": record["group"], "report": record["report"]}
+             "identity": record["identity"], "group": record["group"], "kind": record["kind"]}
     logger.finish(metrics, extra=extra)
     return metrics

@@ -5,19 +5,19 @@ The recipe writes into each run's record and ``metrics.json`` (see :mod:`fewshot
 - ``"identity"``: :func:`fewshot_sla.runs.identity` of the resolved config, leaving out :data:`GROUP_IGNORE`,
   with :func:`data_identity` as its data;
 - ``"group"``: :func:`fewshot_sla.runs.group_id` of that identity (also the W&B group);
-- ``"report"``: :data:`REPORT`, the table ``sla-report`` makes of this kind
-  (format: :class:`fewshot_sla.report.ReportSpec`).
+- ``"kind"``: ``"longtail"``, whose table in ``sla-report`` is :data:`REPORT`, registered here on import
+  (:func:`fewshot_sla.report.spec.register_report`; ``sla-report`` imports this module when it meets the kind, so
+  a changed heading or legend changes every report without touching a run).
 
 ``scripts/upgrade_run_records.py`` adds the same three entries to a ``metrics.json`` written before runs carried
-them, filling in :data:`LEGACY_DEFAULTS`. This module imports only :mod:`fewshot_sla`'s types: the core report reads
-the spec from the run, never from here.
+them, filling in :data:`LEGACY_DEFAULTS`. This module imports only :mod:`fewshot_sla.report.spec`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fewshot_sla.report import ReportSpec
+from fewshot_sla.report.spec import ReportSpec, register_report
 
 __all__ = ["REPORT", "GROUP_IGNORE", "IMAGE_FOLDERS", "LEGACY_DEFAULTS", "data_identity"]
 
@@ -53,7 +53,7 @@ _LEGEND = (
 )
 
 #: The long-tail table: one row per method, SI/AG/SD and the best mode's balanced and many/medium/few accuracy.
-REPORT: ReportSpec = {
+REPORT: ReportSpec = register_report({
     "kind": "longtail",
     "title": "Long-tailed classification",
     "name_keys": ["loss", "drw", "transform", "sd"],
@@ -72,7 +72,7 @@ REPORT: ReportSpec = {
     ],
     "legend": _LEGEND,
     "plot": "per_class",
-}
+})
 
 
 def data_identity(dataset: str, files_digest: str | None = None) -> dict[str, Any]:

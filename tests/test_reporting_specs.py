@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import typing
 from pathlib import Path
 from types import ModuleType
@@ -13,7 +14,7 @@ import pytest
 
 from episodes import reporting as fs_reporting
 from episodes.config import FewShotConfig
-from fewshot_sla.report import check_spec
+from fewshot_sla.report import KIND_MODULES, check_spec, report_spec
 from fewshot_sla.runs import RUN_KEYS
 from longtail import reporting as lt_reporting
 from longtail.config import LTConfig
@@ -69,3 +70,9 @@ def test_reporting_modules_import_only_the_core(package: str):
     mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     mods |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert {m.split(".")[0] for m in mods} <= {"__future__", "typing", "fewshot_sla"}
+
+
+@pytest.mark.parametrize("mod, config", PACKAGES)
+def test_the_package_registers_its_table_under_the_kind_its_recipe_records(mod: ModuleType, config: type):
+    recipe = importlib.import_module(mod.__name__.replace(".reporting", ".recipe"))
+    assert report_spec(recipe.KIND) is mod.REPORT and KIND_MODULES[recipe.KIND] == mod.__name__

@@ -1,6 +1,6 @@
-"""scripts/upgrade_run_records.py: old metrics.json files get the identity, group and report the recipes write now,
-so sla-report tables them in the groups of new runs; idempotent; image folders and other tools' runs skipped;
-the committed records are up to date and give the committed tables."""
+"""scripts/upgrade_run_records.py: old metrics.json files get the kind, identity and group the recipes write now,
+so sla-report tables them in the groups of new runs; copied report specs are dropped; idempotent; image folders and
+other tools' runs skipped; every committed record loads and gives the committed tables."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ _spec.loader.exec_module(upgrade_script)
 
 
 def old_run(folder: Path, metrics: dict[str, Any], config: dict[str, Any], **kw: Any) -> Path:
-    """A metrics.json as written before runs carried identity, group and report."""
+    """A metrics.json as written before runs carried kind, identity and group."""
     return write_run(folder, metrics, config, blocks=False, **kw)
 
 
@@ -42,11 +42,11 @@ def test_an_old_run_joins_the_group_of_a_new_run_of_its_method(tmp_path: Path, c
     write_run(tmp_path / "new", lt_metrics(0.7), new_cfg, {"class_counts": COUNTS})
     write_run(tmp_path / "sam", lt_metrics(0.6), {**new_cfg, "sam_rho": 0.05}, {"class_counts": COUNTS})
     assert upgrade_script.main([str(tmp_path)]) == 0
-    assert "1 upgraded, 2 unchanged, 0 skipped" in capsys.readouterr().out
+    assert "1 upgraded, 4 unchanged, 0 skipped" in capsys.readouterr().out  # the new runs' records: 2 unchanged
     m = read(old)
     want = identity({**cfg, **lt_reporting.LEGACY_DEFAULTS}, lt_reporting.GROUP_IGNORE, {})
     assert m["identity"] == want and m["group"] == group_id(want) == read(tmp_path / "new")["group"]
-    assert m["report"] == lt_reporting.REPORT
+    assert m["kind"] == "longtail" and "report" not in m
     assert m["upgraded"] == {"by": "scripts/upgrade_run_records.py",
                              "legacy_defaults": lt_reporting.LEGACY_DEFAULTS}
     assert m["test/acc"] == 0.5 and m["config"] == {**cfg, "out": str(old)}  # the run's own record is kept
@@ -65,7 +65,7 @@ def test_idempotent_and_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().out.count("unchanged ") == 2
     m = read(run)  # a re-tested run: test_only is no part of its method
     want = identity({**fs_config(), **fs_reporting.LEGACY_DEFAULTS}, fs_reporting.GROUP_IGNORE, {})
-    assert m["identity"] == want and m["report"] == fs_reporting.REPORT
+    assert m["identity"] == want and m["kind"] == "fewshot" and "report" not in m
 
 
 def test_image_folder_runs_are_skipped_unless_their_folder_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -103,22 +103,60 @@ def test_other_runs_are_skipped_with_the_reason(tmp_path: Path, capsys: pytest.C
     assert upgrade_script.main([str(tmp_path / "missing")]) == 2
 
 
-def test_the_committed_records_are_up_to_date():
-    # every committed run carries what this version's recipes write; a changed REPORT or LEGACY_DEFAULTS needs
-    # `python scripts/upgrade_run_records.py docs/runs` (and the reports regenerated)
-    files = sorted((ROOT / "docs" / "runs").rglob("metrics.json"))  # the budget curve nests deeper
-    assert files
+def test_a_copied_report_spec_is_dropped_and_the_kind_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    # a run of an earlier version: its metrics.json and its record carry the kind's whole spec, metrics.json no kind
+    config = {**lt_config(), **lt_reporting.LEGACY_DEFAULTS}  # a method of this version: its identity stays
+    run = write_run(tmp_path / "run", lt_metrics(0.5), config, {"class_counts": COUNTS})
+    metrics, record = read(run), json.loads((run / "recipe.json").read_text())
+    stale = {**lt_reporting.REPORT, "title": "An old title"}
+    old_metrics = {k: v for k, v in metrics.items() if k != "kind"} | {"report": stale, "upgraded": {"by": "x"}}
+    (run / "metrics.json").write_text(json.dumps(old_metrics))
+    (run / "recipe.json").write_text(json.dumps({**record, "report": stale}))
+    before = report_table(load_runs([run]))
+    assert "## Long-tailed classification" in before and "old title" not in before  # the spec is the package's
+    assert upgrade_script.main([str(run)]) == 0
+    assert "2 upgraded, 0 unchanged, 0 skipped" in capsys.readouterr().out
+    assert list(read(run)) == [*metrics, "upgraded"]  # the kind where the spec was
+    assert read(run) == {**metrics, "upgraded": {"by": "x"}}
+    assert json.loads((run / "recipe.json").read_text()) == record
+    assert report_table(load_runs([run])) == before
+
+
+def test_every_committed_record_is_facts_that_load_and_report():
+    # records keep facts (kind, identity, group, config, recipe, metrics): a changed table heading or legend changes
+    # no record, only the reports regenerated from them
+    runs = load_runs([ROOT / "docs" / "runs"])
+    files = sorted((ROOT / "docs" / "runs").rglob("metrics.json")) + sorted((ROOT / "docs" / "runs").rglob(
+        "recipe.json"))
+    assert len(runs) >= 137 and len(files) >= 203
     for f in files:
         m = json.loads(f.read_text())
-        assert {"identity", "group", "report"} <= set(m), f
-        assert upgrade_script.upgrade(m) == m, f
+        assert "report" not in m and isinstance(m["kind"], str) and {"identity", "group"} <= set(m), f
+        if f.name == "metrics.json":
+            assert upgrade_script.upgrade(m) == m, f  # identities as this version's recipes write them
+    assert all(r.spec is not None and r.finished for r in runs), [r.status for r in runs if not r.finished]
+    for folder in sorted(p for p in (ROOT / "docs" / "runs").iterdir() if p.is_dir() and "_report" not in p.name):
+        assert report_table(load_runs([folder])).startswith("## "), folder
 
 
-@pytest.mark.parametrize("name", ["omniglot_cpu", "omniglot_learners_cpu", "longtail_cpu_protocol",
-                                  "omniglot_protonet_variants_cpu"])
-def test_the_committed_tables_are_what_the_committed_records_give(name: str):
-    runs = ROOT / "docs" / "runs" / name
-    committed = (ROOT / "docs" / "runs" / f"{name}_report" / "report.md").read_text()
-    table = report_table(load_runs([runs]))
+#: The sla-report commands of docs/results.md: run folders (globs as the shell expands them) -> report folder.
+REPORTS = [
+    ("omniglot_cpu", "omniglot_cpu_report"),
+    ("omniglot_learners_cpu", "omniglot_learners_cpu_report"),
+    ("omniglot_protonet_variants_cpu", "omniglot_protonet_variants_cpu_report"),
+    ("longtail_cpu_protocol", "longtail_cpu_protocol_report"),
+    ("tiny_imagenet_cpu/protonet_*", "tiny_imagenet_cpu_report/protonet"),
+    ("tiny_imagenet_cpu/pretrain_*", "tiny_imagenet_cpu_report/pretrain"),
+    ("tiny_imagenet_cpu/r2d2_* tiny_imagenet_cpu/svm_* tiny_imagenet_cpu/fomaml_*", "tiny_imagenet_cpu_report/others"),
+]
+
+
+@pytest.mark.parametrize("runs, report", REPORTS)
+def test_the_committed_tables_are_what_the_committed_records_give(runs: str, report: str):
+    dirs = [d for pattern in runs.split() for d in sorted((ROOT / "docs" / "runs").glob(pattern))]
+    committed = (ROOT / "docs" / "runs" / report / "report.md").read_text()
+    given = " ".join(str(d.relative_to(ROOT)) for d in dirs)
+    assert f"Made by `sla-report {given} --out docs/runs/{report}`" in committed  # the same run folders
+    table = report_table(load_runs(dirs))
     assert table and table in committed  # title, context, every row and the legend, byte for byte
-    assert all(r.finished for r in load_runs([runs]))
+    assert all(r.finished for r in load_runs(dirs))

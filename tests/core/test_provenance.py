@@ -39,7 +39,7 @@ def test_a_record_holds_the_version_the_versions_and_the_hardware():
     import numpy
     import torch
 
-    rec = runs.make_record("fewshot", {"seed": 0}, {}, runs.identity({"seed": 0}, (), {}), {})
+    rec = runs.make_record("fewshot", {"seed": 0}, {}, runs.identity({"seed": 0}, (), {}))
     p = provenance()
     assert rec["package_version"] == fewshot_sla.__version__ == p["package_version"]
     assert (rec["torch"], rec["numpy"]) == (torch.__version__, numpy.__version__)

@@ -17,17 +17,21 @@ import yaml
 from episodes import reporting as fs_reporting
 from fewshot_sla import report as report_module
 from fewshot_sla.report import (
+    CELL_KINDS,
+    CELLS,
     ReportError,
     check_spec,
     fewshot_plot,
     group_runs,
     load_runs,
-    main,
     mean_std,
     per_class_plot,
+    register_report,
+    report_spec,
     report_table,
     write_report,
 )
+from fewshot_sla.report.cli import main
 from fewshot_sla.runs import group_id, identity, make_record, write_record
 from longtail import reporting as lt_reporting
 
@@ -83,10 +87,10 @@ def fs_config(**kw: Any) -> dict[str, Any]:
 
 
 def record_blocks(config: dict[str, Any], files: str | None = None) -> dict[str, Any]:
-    """identity, group and report as the recipes write them into metrics.json (and the run record)."""
+    """identity, group and kind as the recipes write them into metrics.json (and the run record)."""
     mod = lt_reporting if "imbalance_ratio" in config else fs_reporting
     ident = identity(config, mod.GROUP_IGNORE, mod.data_identity(config["dataset"], files))
-    return {"identity": ident, "group": group_id(ident), "report": mod.REPORT}
+    return {"identity": ident, "group": group_id(ident), "kind": mod.REPORT["kind"]}
 
 
 def write_run(
@@ -98,15 +102,14 @@ def write_run(
     blocks: bool = True,
     files: str | None = None,
 ) -> Path:
-    """A run folder as the recipes write it: strict JSON (NaN -> null) with the identity, group and report
+    """A run folder as the recipes write it: strict JSON (NaN -> null) with the identity, group and kind
     entries (``blocks=False``: an old run's metrics.json, without them), config.yaml and (``blocks``) recipe.json."""
     folder.mkdir(parents=True)
     config = {**config, "out": str(folder)}
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     rec = record_blocks(config, files) if blocks else {}
     if blocks:
-        kind = rec["report"]["kind"]
-        write_record(folder, make_record(kind, config, {}, rec["identity"], rec["report"]))
+        write_record(folder, make_record(rec["kind"], config, {}, rec["identity"]))
     if with_metrics:
         m = {**metrics, "config": config, "seed": config["seed"], "git_commit": "abc1234", **(extra or {}), **rec}
         m = json.loads(json.dumps(m), parse_constant=lambda _: None)  # NaN -> null
@@ -447,57 +450,139 @@ def test_a_metrics_json_without_its_record_is_listed_not_tabled(tmp_path: Path):
     (row,) = rows_of(report_table(list(by.values()))).values()
     assert row[1:3] == ["1", "60.00 +- n/a"]  # the old run's 0.9 is not in it
     text = write_report([tmp_path], tmp_path / "rep").read_text()
-    assert "- `../old`: not tabled: its metrics.json has no identity, group and report entries" in text
+    assert "- `../old`: not tabled: its metrics.json has no kind, identity and group entries" in text
 
 
 def test_an_unreadable_record_is_listed_with_the_fix(tmp_path: Path):
     run = write_run(tmp_path / "r", lt_metrics(0.6), lt_config(), {"class_counts": COUNTS})
     m = json.loads((run / "metrics.json").read_text())
-    m["report"]["columns"][0]["cell"] = "median_iqr"  # a cell kind of a later version
-    (run / "metrics.json").write_text(json.dumps(m))
+    (run / "metrics.json").write_text(json.dumps({**m, "identity": {"method": {}}}))  # no data half
     (r,) = load_runs([run])
-    assert r.spec is None and "cell kind 'median_iqr'" in r.status and "update fewshot-sla" in r.status
-    del m["group"]
-    (run / "metrics.json").write_text(json.dumps(m))
-    assert "has identity, report but not group" in load_runs([run])[0].status
+    assert r.spec is None and "not readable by this version" in r.status and "update fewshot-sla" in r.status
+    (run / "metrics.json").write_text(json.dumps({k: v for k, v in m.items() if k != "group"}))
+    assert "has kind, identity but not group" in load_runs([run])[0].status
+    (run / "metrics.json").write_text(json.dumps({**m, "kind": "nobody_registered_this"}))
+    (r,) = load_runs([run])
+    assert r.spec is None and r.kind is None and not group_runs([r])
+    assert "no report spec is registered for its kind 'nobody_registered_this'" in r.status
 
 
-def test_any_package_declares_its_own_table(tmp_path: Path):
-    # A kind the core has never heard of: its title, columns, context and legend come from the runs.
-    spec = {"kind": "toy", "title": "Toy regression", "name_keys": ["width"], "context_keys": ["depth"],
+def test_a_kind_whose_package_does_not_import_says_so(monkeypatch: pytest.MonkeyPatch):
+    from fewshot_sla.report import spec as spec_module
+
+    monkeypatch.setitem(spec_module.KIND_MODULES, "ghost", "no_such_package_for_ghost.reporting")
+    with pytest.raises(ReportError, match=r"tabled by no_such_package_for_ghost\.reporting, which does not import"):
+        report_spec("ghost")
+
+
+def toy_spec() -> dict[str, Any]:
+    return {"kind": "toy", "title": "Toy regression", "name_keys": ["width"], "context_keys": ["depth"],
             "columns": [{"name": "MSE", "cell": "mean_std", "key": "test/mse"},
                         {"name": "data", "cell": "distinct", "key": "test/split"}],
             "legend": "MSE in % of the variance.", "plot": None}
-    check_spec(spec)
+
+
+def write_toy_runs(root: Path, kind: dict[str, Any]) -> None:
+    """Two seeds of a toy package's method; ``kind``: how the record names its kind."""
     for seed, mse in ((0, 0.1), (1, 0.3)):
         ident = {"method": {"width": 8, "depth": 2}, "data": {}}
-        run = tmp_path / f"toy_s{seed}"
+        run = root / f"toy_s{seed}"
         run.mkdir()
         (run / "metrics.json").write_text(json.dumps({"test/mse": mse, "test/split": "val", "seed": seed,
                                                       "config": {"width": 8, "depth": 2, "seed": seed},
-                                                      "identity": ident, "group": group_id(ident),
-                                                      "report": spec}))
+                                                      "identity": ident, "group": group_id(ident), **kind}))
+
+
+def test_any_package_declares_its_own_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # A kind the core has never heard of: its package registers the table; the runs record only their kind.
+    from fewshot_sla.report import spec as spec_module
+
+    monkeypatch.setattr(spec_module, "_SPECS", dict(spec_module._SPECS))  # registrations end with the test
+    spec = register_report(toy_spec())
+    assert report_spec("toy") is spec
+    write_toy_runs(tmp_path, {"kind": "toy"})
     table = report_table(load_runs([tmp_path]))
     assert table.startswith("## Toy regression\n\nShared by every row: `depth=2`\n\n| method  | seeds | MSE ")
     assert rows_of(table) == {"width=8": ["width=8", "2", "20.00 +- 14.14", "val"]}
     assert table.endswith("\n\nMSE in % of the variance.")
     with pytest.raises(ReportError, match="plot 'violin'"):
-        check_spec({**spec, "plot": "violin"})
+        register_report({**spec, "plot": "violin"})
     with pytest.raises(ReportError, match=r"needs \['ci'\]"):
         check_spec({**spec, "columns": [{"name": "x", "cell": "mean_ci", "key": "test/mse"}]})
     with pytest.raises(ReportError, match="clash"):
         check_spec({**spec, "columns": [{"name": "seeds", "cell": "mean_std", "key": "test/mse"}]})
+    with pytest.raises(ReportError, match="cell kind 'median_iqr'"):
+        check_spec({**spec, "columns": [{"name": "x", "cell": "median_iqr", "key": "test/mse"}]})
+
+
+def test_the_table_is_the_kinds_code_not_a_copy_in_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from fewshot_sla.report import spec as spec_module
+
+    monkeypatch.setattr(spec_module, "_SPECS", dict(spec_module._SPECS))
+    register_report(toy_spec())
+    # a run of an earlier version carried its kind's whole spec (here a stale heading) and no "kind" of its own
+    stale = {**toy_spec(), "title": "Old title",
+             "columns": [{"name": "old MSE", "cell": "mean_std", "key": "test/mse"}]}
+    write_toy_runs(tmp_path, {"report": stale})
+    table = report_table(load_runs([tmp_path]))
+    assert table.startswith("## Toy regression") and "old MSE" not in table and "| MSE " in table
+    # a new heading in the package's code: every report follows, no run is rewritten
+    register_report({**toy_spec(), "columns": [{"name": "mean squared error", "cell": "mean_std", "key": "test/mse"}]})
+    table = report_table(load_runs([tmp_path]))
+    assert rows_of(table) == {"width=8": ["width=8", "2", "20.00 +- 14.14"]}
+    assert "| method  | seeds | mean squared error |" in table
+
+
+def test_each_cell_kind_has_its_cell():
+    assert set(CELLS) == set(CELL_KINDS)
+
+
+def test_a_copy_of_a_run_folder_is_not_another_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    # two seeds and a backup copy of seed 0: formerly a row of "3 seeds" (std over 0.80, 0.82, 0.80)
+    import shutil
+
+    for seed, si in ((0, 0.80), (1, 0.82)):
+        write_run(tmp_path / "runs" / f"ce_s{seed}", lt_metrics(si), lt_config(seed=seed), {"class_counts": COUNTS})
+    shutil.copytree(tmp_path / "runs" / "ce_s0", tmp_path / "runs" / "ce_s0_backup")
+    first, copy = str(tmp_path / "runs" / "ce_s0"), str(tmp_path / "runs" / "ce_s0_backup")
+    with pytest.raises(ReportError) as e:
+        write_report([tmp_path / "runs"], tmp_path / "rep")
+    assert f"{first!r} and {copy!r} are two runs of group `loss=ce drw=False transform=none sd=False` with seed 0" in (
+        str(e.value))
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and first in err and copy in err
+    assert "Traceback" not in err and not (tmp_path / "rep" / "report.md").exists()
+    # without the copy: one row of two seeds
+    (row,) = rows_of(report_table(load_runs([tmp_path / "runs" / "ce_s0", tmp_path / "runs" / "ce_s1"]))).values()
+    assert row[1:3] == ["2", "81.00 +- 1.41"]
 
 
 def test_the_core_report_knows_no_package_schema():
-    source = Path(report_module.__file__).read_text()
     names = ["imbalance_ratio", "learner", "ways", "shots", "drw", "sam_rho", "vs_gamma", "train_episodes",
              "test_only", "data_root", "checkpoint_every", "grid_loss", "class_rotations", "limit_train"]
-    found = sorted(n for n in names if re.search(rf"\b{n}\b", source))
-    assert found == []
-    strings = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    assert not strings & {"longtail", "fewshot", "other"}  # no kind is special
-    assert "import episodes" not in source and "import longtail" not in source
+    files = sorted(Path(report_module.__file__).parent.glob("*.py"))
+    assert [f.name for f in files] == ["__init__.py", "__main__.py", "cli.py", "document.py", "load.py", "plots.py",
+                                       "spec.py", "tables.py"]
+    for f in files:
+        source = f.read_text()
+        assert sorted(n for n in names if re.search(rf"\b{n}\b", source)) == [], f.name
+        tree = ast.parse(source)
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        if f.name == "spec.py":  # where the kinds shipped with fewshot-sla are tabled: a lookup, never special
+            (table,) = [n.value for n in ast.walk(tree) if isinstance(n, ast.AnnAssign)
+                        and getattr(n.target, "id", "") == "KIND_MODULES"]
+            strings -= {c.value for c in ast.walk(table) if isinstance(c, ast.Constant)}
+        assert not strings & {"longtail", "fewshot", "other"}, f.name  # ("episodes" names a plot)
+        assert "import episodes" not in source and "import longtail" not in source
+
+
+def test_the_library_does_not_load_the_command_line():
+    import subprocess
+    import sys
+
+    code = "import sys, fewshot_sla.report; assert 'fewshot_sla.report.cli' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_group_is_the_w_and_b_group_rule():

@@ -14,7 +14,7 @@ from fewshot_sla.utils import DataError
 def _record(**cfg):
     config = {"out": "r", "seed": 0, "lr": 0.001, "train_episodes": 20, "data_root": "/a", **cfg}
     ident = runs.identity(config, ignore={"data_root"}, data={"dataset": "x", "classes": "abc"})
-    return runs.make_record("fewshot", config, {"stats": [[0.5], [0.25]]}, ident, {"kind": "fewshot"})
+    return runs.make_record("fewshot", config, {"stats": [[0.5], [0.25]]}, ident)
 
 
 def test_record_roundtrip_strict_json(tmp_path):

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from episodes import EpisodeSampler, load_run
+from episodes.cli_predict import main
 from episodes.config import FewShotConfig
 from episodes.data import DATASET_STATS, dataset_stats, gather, load_fewshot, load_splits, to_float
-from episodes.predict import main
 from episodes.recipe import Recipe, make_task, shapes_of
 from episodes.train import run
 from fewshot_sla import checkpoint, get_transform, runs

@@ -66,6 +66,7 @@ def test_the_record_holds_the_split_stats_and_digests(trained):
         rec["identity"]["method"])
     metrics = read_json(Path(cfg.out) / "metrics.json")
     assert metrics["group"] == rec["group"] == runs.group_id(metrics["identity"])
+    assert metrics["kind"] == rec["kind"] == "fewshot" and "report" not in metrics and "report" not in rec
 
 
 def test_retest_after_a_class_folder_was_added_tests_the_recorded_classes(trained, tmp_path):

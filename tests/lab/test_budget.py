@@ -17,7 +17,7 @@ import pytest
 from fewshot_sla.report import ReportError
 from fewshot_sla.runs import group_id, identity
 from lab.budget import main, write_budget
-from longtail.reporting import GROUP_IGNORE, REPORT
+from longtail.reporting import GROUP_IGNORE
 from tests.longtail.synthetic import write_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,10 +39,10 @@ CONFIG: dict[str, Any] = {
 def write_run(root: Path, name: str, acc: float | None, agg: float | None = None, dist: float | None = None,
               files: str = "de6606d18760d271", record_only: bool = False, **cfg: Any) -> Path:
     """A run folder as ``sla-longtail`` writes it: metrics.json with the test metrics, config, identity, group and
-    report (``acc`` None: still training, only config.yaml and recipe.json)."""
+    kind (``acc`` None: still training, only config.yaml and recipe.json)."""
     config = {**CONFIG, **cfg}
     ident = identity(config, GROUP_IGNORE, {"files": files})
-    blocks = {"identity": ident, "group": group_id(ident), "report": REPORT}
+    blocks = {"identity": ident, "group": group_id(ident), "kind": "longtail"}
     d = root / name
     d.mkdir(parents=True)
     (d / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))

@@ -19,8 +19,8 @@ from fewshot_sla.metrics import accuracy
 from fewshot_sla.utils import DataError, read_json
 from longtail import load_run
 from longtail.benchmark import run
+from longtail.cli_predict import main
 from longtail.data import CIFAR_MEAN, CIFAR_STD
-from longtail.predict import main
 from longtail.recipe import build_model, build_recipe, load_data
 from tests.longtail.synthetic import tiny, write_folder
 
