@@ -27,8 +27,7 @@ def _figure(figsize: tuple[float, float]) -> Any:
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(
-            "plotting needs matplotlib, which is not installed: pip install matplotlib "
-            "(in this project: .venv/bin/pip install matplotlib)"
+            "plotting needs matplotlib, which is not installed: pip install 'fewshot-sla[plots]'"
         ) from None
     return Figure(figsize=figsize)
 
