@@ -34,6 +34,7 @@ from torch import Tensor
 from fewshot_sla import checkpoint, runs
 from fewshot_sla.config import ConfigError
 from fewshot_sla.io import decode_images
+from fewshot_sla.threads import apply_threads
 from fewshot_sla.utils import DataError
 
 from .config import FewShotConfig
@@ -409,10 +410,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--mode", choices=MODES, default="aggregated",
                     help="aggregated = SLA+AG, single = SLA+SI (default: aggregated)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    ap.add_argument("--num-threads", type=int, default=0, metavar="N",
+                    help="torch CPU threads; 0 = auto: the cores other processes leave free (default: 0)")
     return ap
 
 
 def _run(args: argparse.Namespace) -> None:
+    apply_threads(args.num_threads)  # before the network is built: the one thread policy of every entry point
     support_dir, query_dir = Path(args.support), Path(args.query)
     s_files, s_labels = support_folder(support_dir)
     q_files, q_labels = query_folder(query_dir)

@@ -32,6 +32,7 @@ from torch import Tensor
 from fewshot_sla import SLAClassifier, checkpoint, runs
 from fewshot_sla.config import ConfigError, load_config
 from fewshot_sla.io import class_folders, decode_images, image_files
+from fewshot_sla.threads import apply_threads
 from fewshot_sla.utils import DataError, inference_batches, read_json
 
 from .config import LTConfig
@@ -363,10 +364,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--mode", choices=("distilled", "aggregated", "single"), default=None,
                     help="prediction mode (default: the run's headline mode)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    ap.add_argument("--num-threads", type=int, default=0, metavar="N",
+                    help="torch CPU threads; 0 = auto: the cores other processes leave free (default: 0)")
     return ap
 
 
 def _run(args: argparse.Namespace) -> None:
+    apply_threads(args.num_threads)  # before the network is built: the one thread policy of every entry point
     files = collect_images(args.images)
     predictor = load_run(args.run, args.device)
     mode = args.mode or predictor.main_mode
