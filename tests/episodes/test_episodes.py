@@ -120,6 +120,31 @@ def test_sla_episode_against_loop():
     assert torch.equal(sla.single(z), z[::4, ::4])
 
 
+def test_sla_episode_refuses_global_class_ids():
+    """learn2learn's TaskDataset without RemapLabels hands over global ids: 5-way [3, 7, 12, 20, 41] used to give joint
+    labels up to 167 for a 20-way joint episode."""
+    sla = SLAEpisode("rotation")
+    sx, qx = torch.randn(5, 1, 4, 4), torch.randn(5, 1, 4, 4)
+    ids = torch.tensor([3, 7, 12, 20, 41])
+    with pytest.raises(ValueError) as e:
+        sla.expand(sx, ids, qx, ids)
+    assert str(e.value) == (
+        "SLAEpisode: support labels must be episode-local 0..4 for this 5-way episode, got the class ids "
+        "[3, 7, 12, 20, 41]; remap them to 0..N-1 first: learn2learn's RemapLabels among the task transforms, or "
+        "torch.unique(support_y, return_inverse=True) (query labels: torch.searchsorted on its classes)"
+    )
+    with pytest.raises(ValueError, match=r"support labels must be episode-local 0\.\.1 for this 2-way episode"):
+        sla.expand(sx[:2], torch.tensor([0, 2]), qx)  # a class missing from 0..N-1
+    with pytest.raises(ValueError, match=r"^SLAEpisode: query labels must be among the support's episode-local "
+                                         r"labels 0\.\.1, got 2; remap"):
+        sla.expand(sx[:2], torch.tensor([0, 1]), qx[:2], torch.tensor([1, 2]))
+    # the fix the message names gives the episode-local labels, and then the joint labels stay below N*M
+    classes, sy = torch.unique(ids, return_inverse=True)
+    qy = torch.searchsorted(classes, ids.flip(0))
+    _, sy_j, _, qy_j = sla.expand(sx, sy, qx, qy)
+    assert sy_j.max().item() == 19 and qy_j[:4].tolist() == [16, 17, 18, 19]
+
+
 def test_protonet_with_sla_learns_a_toy_episode():
     """ProtoNet on the N*M-way episode separates rotated copies of two toy patterns."""
     torch.manual_seed(0)
