@@ -332,6 +332,43 @@ def test_tiny_run_on_mini_imagenet_pkl_with_colour_permutations(tmp_path):
     assert json.dumps(resumed, sort_keys=True) == json.dumps(m, sort_keys=True)  # NaN-aware: unseen classes
 
 
+def _mini_imagenet_pkls(root, per=2):
+    """learn2learn's mini-ImageNet cache files with the real classes, ``per`` random 84x84 images each."""
+    import csv
+    import pickle
+    from pathlib import Path
+
+    split_dir = Path(__file__).resolve().parents[2] / "episodes" / "splits" / "mini_imagenet"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        with open(split_dir / f"{split}.csv") as f:
+            wnids = sorted({r["label"] for r in csv.DictReader(f)})
+        x = rng.integers(0, 256, (per * len(wnids), 84, 84, 3), dtype=np.uint8)
+        cache = {"image_data": x, "class_dict": {w: list(range(per * i, per * i + per)) for i, w in enumerate(wnids)}}
+        with open(root / f"mini-imagenet-cache-{split}.pkl", "wb") as f:
+            pickle.dump(cache, f, protocol=4)
+
+
+@pytest.mark.parametrize(
+    "flags, line",
+    [
+        (["--test-ways", "20"], "the val split has 16 classes but --test-ways 20 asks for 20-way val episodes; use "
+                                "--test-ways <= 16"),
+        (["--ways", "20"], "the val split has 16 classes but --ways 20 asks for 20-way val episodes; use --ways <= 16 "
+                           "(or set --test-ways for the val and test episodes alone)"),
+        (["--test-queries", "2"], "class 'n01855672' of the val split has 2 images but val episodes need --shots + "
+                                  "--test-queries = 1 + 2 = 3; lower them to a sum <= 2"),
+    ],
+)
+def test_too_small_split_names_the_option_given(tmp_path, capsys, flags, line):
+    """--test-ways 10 on a 6-class split used to be reported as '--ways <= 6'."""
+    _mini_imagenet_pkls(tmp_path)
+    argv = ["--dataset", "mini-imagenet", "--data-root", str(tmp_path), "--image-size", "16", "--shots", "1",
+            "--queries", "1", "--wandb", "disabled", "--num-threads", "1", "--out", str(tmp_path / "out"), *flags]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {line}"
+
+
 def test_omniglot_background_scheme():
     """Lake's background/evaluation split: train and val from background alphabets, test = all of evaluation."""
     tr, va, te = (omniglot_split(s, "background") for s in ("train", "val", "test"))
