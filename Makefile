@@ -8,9 +8,12 @@ $(STAMP): pyproject.toml scripts/install.sh scripts/build_learn2learn.sh
 	scripts/install.sh
 	touch $(STAMP)
 
+# CPU threads of the demo: 0 = auto (the cores other processes leave free; fewshot_sla/threads.py)
+NUM_THREADS ?= 0
+
 demo: $(STAMP)
-	WANDB_SILENT=true $(PY) -m fewshot_sla.demo --out runs/demo
-	$(PY) -m episodes.demo
+	WANDB_SILENT=true $(PY) -m fewshot_sla.demo --out runs/demo --num-threads $(NUM_THREADS)
+	$(PY) -m episodes.demo --num-threads $(NUM_THREADS)
 
 # The whole suite, then the built wheel in a fresh environment outside the checkout.
 test: test-unit test-wheel

@@ -5,6 +5,8 @@ Builds on :mod:`fewshot_sla`; see ``sla-fewshot --help`` (``python -m episodes.t
 ``import episodes`` imports neither learn2learn nor wandb.
 """
 
+import fewshot_sla  # noqa: F401  # first, before torch: it sets OMP_WAIT_POLICY (fewshot_sla.threads)
+
 from .backbones import BACKBONES, ResNet12, make_backbone
 from .data import (
     DATASETS,

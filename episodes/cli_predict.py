@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fewshot_sla.config import ConfigError
 from fewshot_sla.io import IMAGE_SUFFIXES  # the files taken as images (case-insensitive)
+from fewshot_sla.threads import apply_threads
 from fewshot_sla.utils import DataError
 
 from .predict import MODES, load_run
@@ -96,10 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--mode", choices=MODES, default="aggregated",
                     help="aggregated = SLA+AG, single = SLA+SI (default: aggregated)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    ap.add_argument("--num-threads", type=int, default=0, metavar="N",
+                    help="torch CPU threads; 0 = auto: the cores other processes leave free (default: 0)")
     return ap
 
 
 def _run(args: argparse.Namespace) -> None:
+    apply_threads(args.num_threads)  # before the network is built: the one thread policy of every entry point
     support_dir, query_dir = Path(args.support), Path(args.query)
     s_files, s_labels = support_folder(support_dir)
     q_files, q_labels = query_folder(query_dir)

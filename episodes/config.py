@@ -69,7 +69,7 @@ class FewShotConfig:
     amp: bool = False  # bf16 autocast (CUDA; CPU with native bf16: ~1.6x faster on AVX512-BF16)
     channels_last: bool = False  # channels-last memory format
     device: str = "auto"  # auto, cpu, cuda, ...
-    num_threads: int = 0  # torch CPU threads (0 = default)
+    num_threads: int = 0  # torch CPU threads (0 = auto: the cores other processes leave free)
     checkpoint_every: int = 100  # write OUT/checkpoint.pt every N steps
     test_only: bool = False  # evaluate OUT's best checkpoint on the test split without training
     stop_after: int = 0  # stop after this many steps of this invocation (to test --resume; 0 = never)

@@ -39,6 +39,9 @@ __all__ = ["FewShotPredictor", "load_run", "MODES"]
 #: Prediction modes: SLA+AG (logits averaged over the M transformed copies) and SLA+SI (the identity copy).
 MODES = ("aggregated", "single")
 
+#: PIL modes without colour (one band, or grey with alpha).
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
 ImageFile: TypeAlias = "str | Path | PILImage.Image"
 #: What ``predict`` takes as images: one path or PIL image, a list of them, or a uint8 tensor (B, C, H, W).
 Images: TypeAlias = "Tensor | ImageFile | Sequence[ImageFile]"
@@ -80,7 +83,9 @@ class FewShotPredictor:
     inverted (``255 - x``: the ink bright on a dark background, as :func:`episodes.load_fewshot` stores them). A
     **tensor is taken as already in the data set's convention**, i.e. as :func:`episodes.load_fewshot` returns
     images: it is not inverted and must have the run's number of channels (it is resized like a file when its side
-    differs). Then :func:`episodes.to_float` normalises them with the run's statistics.
+    differs). Then :func:`episodes.to_float` normalises them with the run's statistics. A grey run (Omniglot, say)
+    given colour files or PIL images warns once per predictor: they are converted to grey, but the network never saw
+    such images.
 
     Attributes:
         task: the :class:`episodes.task.EpisodeTask` in eval mode, on ``device``.
@@ -103,6 +108,7 @@ class FewShotPredictor:
         self.device = device
         self.weights = weights
         self.classes: list[Hashable] = []
+        self._warned_colour = False
 
     @property
     def mode(self) -> Literal["L", "RGB"]:
@@ -160,6 +166,32 @@ class FewShotPredictor:
             out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
         return torch.from_numpy(np.stack(out)).contiguous()
 
+    def _note_colour(self, items: Sequence[Any], what: str) -> None:
+        """Warn once per predictor when a grey run is given colour files or PIL images (they are converted to grey:
+        the network never saw colour, and photos unlike its training images are likely classified poorly)."""
+        if self.channels != 1 or self._warned_colour:
+            return
+        from PIL import Image
+
+        colour = 0
+        for item in items:
+            mode = item.mode if isinstance(item, Image.Image) else None
+            if isinstance(item, (str, Path)):
+                try:
+                    with Image.open(item) as im:  # the header only: the pixels are decoded once, later
+                        mode = im.mode
+                except (OSError, ValueError):
+                    continue  # unreadable: decoding names the file
+            colour += mode is not None and mode not in _GREY_MODES
+        if colour:
+            self._warned_colour = True
+            warnings.warn(
+                f"{colour} of the {len(items)} {what} images are colour, but this run was trained on grey "
+                f"{self.cfg.dataset} images (1x{self.image_size}x{self.image_size}): they are converted to grey, and "
+                "images unlike the training ones may be classified poorly (this warning is shown once)",
+                stacklevel=3,
+            )
+
     def load_images(self, images: Images, what: str = "images") -> Tensor:
         """Images in any accepted form -> uint8 ``(B, C, S, S)`` on the CPU, in the data set's convention.
 
@@ -172,6 +204,7 @@ class FewShotPredictor:
             from PIL import Image
 
             items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+            self._note_colour(items, what)
             arrays: list[np.ndarray | None] = []
             files: list[tuple[int, Path]] = []
             for i, item in enumerate(items):

@@ -382,8 +382,31 @@ def episode_splits(recipe: Recipe, splits: Mapping[str, FewShotData]) -> dict[st
     if recipe.cfg.class_rotations:
         out["train"] = rotate_classes(out["train"])
     for s in ("val", "test"):
+        _check_fits(recipe.cfg, s, out[s], recipe.shapes[s])
         EpisodeSampler(out[s].labels, *recipe.shapes[s], 1)
     return out
+
+
+def _check_fits(cfg: FewShotConfig, split: str, data: FewShotData, shape: tuple[int, int, int]) -> None:
+    """A val or test split too small for its episodes: one line naming the option the user gave (``--test-ways``, or
+    ``--ways`` where val and test take the training value)."""
+    ways, shots, queries = shape
+    flag = {k: f"--test-{k}" if getattr(cfg, f"test_{k}") else f"--{k}" for k in ("ways", "shots", "queries")}
+    hint = "" if cfg.test_ways else " (or set --test-ways for the val and test episodes alone)"
+    sizes = data.labels.bincount()
+    classes = int((sizes > 0).sum())
+    if ways > classes:
+        raise DataError(
+            f"the {split} split has {classes} classes but {flag['ways']} {ways} asks for {ways}-way {split} episodes; "
+            f"use {flag['ways']} <= {classes}{hint}"
+        )
+    need, smallest = shots + queries, int(sizes[sizes > 0].min())
+    if smallest < need:
+        name = data.class_names[int(torch.nonzero(sizes == smallest)[0])]
+        raise DataError(
+            f"class {name!r} of the {split} split has {smallest} images but {split} episodes need {flag['shots']} + "
+            f"{flag['queries']} = {shots} + {queries} = {need}; lower them to a sum <= {smallest}"
+        )
 
 
 def make_task(

@@ -3,8 +3,13 @@
 Layout used throughout: ``x_aug[b*M + j] = T_j(x[b])``; joint label ``y*M + j``; joint logits
 ``(B*M, N*M)`` with column ``i*M + j`` = (class ``i``, transform ``j``). Transform 0 is the identity.
 
-``import fewshot_sla`` imports neither wandb nor learn2learn.
+``import fewshot_sla`` imports neither wandb nor learn2learn. Imported before torch, it sets
+``OMP_WAIT_POLICY=PASSIVE`` where the user has not set it (:mod:`fewshot_sla.threads`).
 """
+
+from . import threads  # noqa: F401  # first: sets OMP_WAIT_POLICY before torch loads OpenMP, which reads it once
+
+# isort: split
 
 from .model import PREDICT_MODES, DataAugmentation, MultiTask, SLAClassifier
 from .sla import (

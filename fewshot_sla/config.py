@@ -3,9 +3,9 @@
 Each script defines one ``@dataclass`` whose fields hold the only defaults (with a comment per
 field). :func:`parse_config` builds the command line from it:
 
-* ``--config FILE.yaml`` loads overrides (unknown keys are errors, naming the known ones); instead of a file,
-  the name of a recipe shipped inside the package (``--config tiny-imagenet/gpu_protonet_5w1s_sla`` or
-  ``--config longtail/cifar10_ir100_ldam_drw``), see :func:`find_recipe`;
+* ``--config FILE.yaml`` loads overrides (an unknown key is a one-line error naming the closest known key);
+  instead of a file, the name of a recipe shipped inside the package (``--config tiny-imagenet/gpu_protonet_5w1s_sla``
+  or ``--config longtail/cifar10_ir100_ldam_drw``), see :func:`find_recipe`;
 * ``--some-field VALUE`` (or ``--some_field``) overrides one field; ``--flag`` / ``--no-flag``
   for booleans;
 * :func:`save_config` writes the resolved config beside the results (``OUT/config.yaml``).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import importlib.resources
 import types
 import typing
@@ -33,6 +34,7 @@ __all__ = [
     "to_dict",
     "find_recipe",
     "recipe_names",
+    "unknown_keys_message",
 ]
 
 C = TypeVar("C")
@@ -94,13 +96,29 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     return value
 
 
+def unknown_keys_message(unknown: Sequence[str], known: Sequence[str], source: str) -> str:
+    """One line for keys of a config file that the config does not have, with the closest known key of each
+    (``difflib``): "unknown config key 'meta_bacth' in FILE; did you mean 'meta_batch'?"."""
+
+    def closest(key: str) -> str | None:
+        match = difflib.get_close_matches(str(key).replace("-", "_"), list(known), n=1, cutoff=0.6)
+        return match[0] if match else None
+
+    see = "--help lists the keys (its options, with _ for -)"
+    if len(unknown) == 1:
+        near = closest(unknown[0])
+        return f"unknown config key {unknown[0]!r} in {source}; " + (f"did you mean {near!r}?" if near else see)
+    parts = [f"{k!r}" + (f" (did you mean {near!r}?)" if (near := closest(k)) else "") for k in unknown]
+    return f"unknown config keys {', '.join(parts)} in {source}; {see}"
+
+
 def config_from_dict(cls: type[C], values: dict[str, Any], base: C | None = None, source: str = "config") -> C:
     """Return ``base`` (or the defaults of ``cls``) with ``values`` applied; unknown keys raise."""
     types_ = _field_types(cls)
     known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = [k for k in values if k.replace("-", "_") not in types_]
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(known)}")
+        raise ConfigError(unknown_keys_message(unknown, known, source))
     current = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)} if base is not None else {}  # type: ignore[arg-type]
     current.update({k.replace("-", "_"): _coerce(k, types_[k.replace("-", "_")], v) for k, v in values.items()})
     return cls(**current)
@@ -214,7 +232,8 @@ def parse_config(
     ``package``: the package whose shipped recipes ``--config NAME`` may name (:func:`find_recipe`).
 
     Raises:
-        SystemExit: with argparse's message for an unknown flag or a bad value.
+        SystemExit: with argparse's message (and usage) for an unknown flag, or one line for a bad config file or
+            value.
     """
     types_ = _field_types(cls)
     helps = _help(cls)
@@ -246,6 +265,6 @@ def parse_config(
             cfg = load_config(cls, ns.config, cfg, package=package)
         flags = {k: v for k, v in vars(ns).items() if k != "config" and v is not None}
         cfg = config_from_dict(cls, flags, cfg, source="command line")
-    except ConfigError as e:
-        ap.error(str(e))
+    except ConfigError as e:  # one line, without the usage: the file is at fault, not the command line
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
     return cfg

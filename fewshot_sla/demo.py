@@ -13,11 +13,12 @@ exponential profile). The same small CNN is trained as
 and the demo prints a results table (with many/medium/few-shot accuracy), writes
 ``OUT/results.md``, ``OUT/metrics.json``, ``OUT/per_class_acc.png`` and an offline W&B run.
 
-    python -m fewshot_sla.demo --out runs/demo [--epochs 60] [--wandb offline|disabled]
+    python -m fewshot_sla.demo --out runs/demo [--epochs 60] [--wandb offline|disabled] [--num-threads N]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -37,6 +38,7 @@ from .metrics import classification_report
 from .model import DataAugmentation, MultiTask, SLAClassifier
 from .nets import SmallCNN
 from .report.plots import per_class_plot
+from .threads import apply_threads
 from .tracking import RunLogger, format_table
 
 
@@ -56,7 +58,7 @@ class DemoConfig:
     seed: int = 0  # seed of the split, the subsampling, init and batches
     methods: tuple[str, ...] = ("baseline", "sla", "sla_sd", "sla_subset", "da", "mt")  # what to train
     wandb: str = "offline"  # W&B mode: offline, online or disabled
-    num_threads: int = 2  # torch CPU threads
+    num_threads: int = 0  # torch CPU threads (0 = auto: the cores other processes leave free)
 
 
 def longtail_digits(cfg: DemoConfig) -> dict[str, Any]:
@@ -147,7 +149,9 @@ def train_one(method: str, data: dict[str, Any], cfg: DemoConfig) -> tuple[nn.Mo
 
 def run(cfg: DemoConfig) -> dict[str, Any]:
     """Train every method, evaluate each prediction mode, write the outputs; returns the metrics."""
-    torch.set_num_threads(cfg.num_threads)
+    threads = apply_threads(cfg.num_threads)  # decided once: every method trains with the same thread count
+    cfg = dataclasses.replace(cfg, num_threads=threads.threads)
+    print(f"demo: {threads.threads} CPU thread(s) ({threads.reason})", file=sys.stderr)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -155,8 +159,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     logger = RunLogger(out, to_dict(cfg), wandb_mode=cfg.wandb, name="demo-digits-lt", quiet=True)
     rows: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
-    for method in cfg.methods:
-        print(f"demo: {method}", file=sys.stderr)
+    for i, method in enumerate(cfg.methods, 1):
+        print(f"demo: training {method} ({i}/{len(cfg.methods)}, {cfg.epochs} epochs)", file=sys.stderr, flush=True)
         model, secs = train_one(method, data, cfg)
         for mode in model.modes():  # type: ignore[operator]
             pred = model.predict(data["x_test"], mode).argmax(1)  # type: ignore[operator]

@@ -6,8 +6,9 @@ the episodic task of :mod:`episodes.task`) -- an optimizer and a :class:`Loop` t
 of training is (an epoch of batches, or one optimiser step of a meta-batch of episodes). :func:`fit`
 owns the rest:
 
-* seeding, threads, device, ``torch.distributed`` under ``torchrun`` (gloo on CPU, NCCL on GPU; one
-  process runs without it), bf16 autocast and channels_last on request (:func:`setup`);
+* seeding, threads (one policy for every entry point: :mod:`fewshot_sla.threads`), device, ``torch.distributed``
+  under ``torchrun`` (gloo on CPU, NCCL on GPU; one process runs without it), bf16 autocast and channels_last on
+  request (:func:`setup`);
 * the learning rate as a pure function of the unit (or of the unit and the batch, :attr:`Loop.step_lr`),
   schedules with ``set_epoch`` (samplers, DRW losses), gradient accumulation (``accumulate`` batches per
   optimiser step, DDP-synchronised once);
@@ -52,6 +53,7 @@ from . import checkpoint, distributed, sam
 from .progress import progress_bar
 from .sam import sam_perturbation
 from .seeding import stream_seed
+from .threads import apply_threads
 from .utils import eval_mode, resolve_device, seed_everything
 
 __all__ = ["RunSpec", "Context", "Loop", "FitResult", "SupportsSetEpoch", "setup", "fit", "to_device", "stream_seed",
@@ -74,7 +76,7 @@ class RunSpec:
     compile: bool = False  # torch.compile the training forward
     resume: bool = False  # continue from OUT/checkpoint.pt when it exists
     stop_after: int = 0  # stop after this many units of this invocation (0 = never)
-    num_threads: int = 0  # torch CPU threads (0 = torch's default)
+    num_threads: int = 0  # torch CPU threads (0 = auto: the cores other processes leave free; fewshot_sla.threads)
     progress: bool = True  # tqdm bars (rank 0)
     compile_mode: str = "default"  # torch.compile's mode: default, reduce-overhead (CUDA graphs), max-autotune...
 
@@ -181,12 +183,12 @@ def cpu_has_native_bf16() -> bool:
 
 
 def setup(spec: RunSpec) -> Context:
-    """Threads, device (this rank's GPU under torchrun), process group, and the global seeds.
+    """Threads (:func:`fewshot_sla.threads.apply_threads`), device (this rank's GPU under torchrun), process group,
+    and the global seeds.
 
     Call it before building the model, so that initialisation is a function of the seed.
     """
-    if spec.num_threads > 0:
-        torch.set_num_threads(spec.num_threads)
+    apply_threads(spec.num_threads)
     device = resolve_device(spec.device)
     d = distributed.info()
     if device.type == "cuda" and d.world_size > 1:

@@ -3,6 +3,8 @@
 Builds on :mod:`fewshot_sla`; see ``sla-longtail --help`` (``python -m longtail.benchmark``).
 """
 
+import fewshot_sla  # noqa: F401  # first, before torch: it sets OMP_WAIT_POLICY (fewshot_sla.threads)
+
 from .data import (
     CIFAR_MEAN,
     CIFAR_STD,

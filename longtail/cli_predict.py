@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fewshot_sla.config import ConfigError
+from fewshot_sla.threads import apply_threads
 from fewshot_sla.utils import DataError
 
 from .data import IMAGE_EXTENSIONS
@@ -59,10 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--mode", choices=("distilled", "aggregated", "single"), default=None,
                     help="prediction mode (default: the run's headline mode)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    ap.add_argument("--num-threads", type=int, default=0, metavar="N",
+                    help="torch CPU threads; 0 = auto: the cores other processes leave free (default: 0)")
     return ap
 
 
 def _run(args: argparse.Namespace) -> None:
+    apply_threads(args.num_threads)  # before the network is built: the one thread policy of every entry point
     files = collect_images(args.images)
     predictor = load_run(args.run, args.device)
     mode = args.mode or predictor.main_mode

@@ -48,7 +48,7 @@ class LTConfig:
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch (torch's SyncBatchNorm: CUDA)
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
-    num_threads: int = 0  # torch CPU threads (0 = torch's default)
+    num_threads: int = 0  # torch CPU threads (0 = auto: the cores other processes leave free)
     limit_train: int = 0  # keep about N long-tailed training images, class proportions kept (tiny runs; 0 = all)
     limit_test: int = 0  # evaluate on N test images (stratified by order; 0 = all)
     eval_every: int = 0  # evaluate on the test set every N epochs (0 = only at the end)

@@ -304,6 +304,11 @@ def _read_imagefolder(
         digests[split] = key
         if not classes:
             raise DataError(f"{root / split} has no class folders; expected {root / split}/<class>/*.jpg")
+        if len(classes) < 2:  # one class: every prediction right, per-class metrics undefined
+            raise DataError(
+                f"{root / split} has 1 class folder ({classes[0]!r}) but a classifier needs at least 2 classes; add "
+                f"a folder per class under {root}/train/ and {root}/test/"
+            )
         empty = [c for c, fs in zip(classes, files) if not fs]
         if empty:
             raise DataError(
@@ -358,6 +363,11 @@ def load_longtail(
         train_x, train_y, test_x, test_y, names, files = _read_imagefolder(root, cache_dir=cache_dir,
                                                                           progress=progress)
     else:
+        if not (root / _CIFAR_FOLDER[dataset]).is_dir() and (root / "train").is_dir() and (root / "test").is_dir():
+            raise DataError(
+                f"{root} holds train/ and test/ folders, an image-folder tree, not {dataset}'s python pickles "
+                f"({_CIFAR_FOLDER[dataset]}/); for images in {root}/{{train,test}}/<class>/ pass --dataset imagefolder"
+            )
         if download and not (root / _CIFAR_FOLDER[dataset]).is_dir():
             root.mkdir(parents=True, exist_ok=True)
             _download_cifar(dataset, root)

@@ -8,12 +8,16 @@
 (b) ``ROOT/images/*.jpg`` with ``ROOT/{train,val,test}.csv`` (``filename,label``); without the CSVs, the copy in
     ``splits/mini_imagenet/`` is used.
 
-Classes are sorted by WordNet id.
+Classes are sorted by WordNet id. A split whose classes are not Ravi & Larochelle's (a user's own CSVs, say 14 / 6 / 5
+classes) is refused: runs on ``--dataset mini-imagenet`` are recorded and compared as that benchmark. Your own class
+split of these images is an image folder (``DIR/{train,val,test}/<class>/*.jpg``, ``--dataset imagefolder``), which a
+run records with its class lists and file digests.
 """
 
 from __future__ import annotations
 
 import csv
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +48,7 @@ def _mini_imagenet_pkl(root: Path, split: str) -> Path | None:
     return next((root / n for n in names if (root / n).is_file()), None)
 
 
-def _mini_imagenet_from_pkl(path: Path, size: int) -> FewShotData:
+def _mini_imagenet_from_pkl(path: Path, split: str, size: int) -> FewShotData:
     fix = "delete it and download it again (learn2learn's l2l.vision.datasets.MiniImagenet(ROOT, mode=...))"
     obj = safe_load_pickle(path, "mini-ImageNet cache file", fix)
     if not isinstance(obj, dict) or not {"image_data", "class_dict"} <= set(str_keys(obj)):
@@ -77,6 +81,7 @@ def _mini_imagenet_from_pkl(path: Path, size: int) -> FewShotData:
         raise DataError(
             f"mini-ImageNet cache file {path}: class_dict indexes outside image_data (which has {len(x)} images); {fix}"
         )
+    _check_standard_classes(wnids, split, path)
     labels = np.repeat(np.arange(len(wnids)), [len(p) for p in per_class])
     return FewShotData(_select_resized(x, idx, size, channels_last=True), torch.from_numpy(labels), list(wnids))
 
@@ -103,12 +108,33 @@ def _read_split_csv(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+@lru_cache(maxsize=3)
+def _standard_wnids(split: str) -> tuple[str, ...]:
+    """Ravi & Larochelle's classes of ``split`` (the copy of their CSV this package carries), sorted."""
+    return tuple(sorted({w for _, w in _read_split_csv(_MINI_IMAGENET_CSVS / f"{split}.csv")}))
+
+
+def _check_standard_classes(wnids: list[str], split: str, source: Path) -> None:
+    """Refuse a split whose classes are not the benchmark's: it would be recorded and grouped as mini-ImageNet."""
+    standard = _standard_wnids(split)
+    if list(wnids) == list(standard):
+        return
+    other = len(set(wnids) - set(standard))
+    raise DataError(
+        f"{source} gives the {split} split {len(wnids)} classes ({other} not in it), but mini-ImageNet's {split} split "
+        f"is Ravi & Larochelle's {len(standard)} classes (64 / 16 / 20), and runs on --dataset mini-imagenet are "
+        f"recorded and compared as that benchmark; for your own class split put the images in "
+        f"DIR/{{train,val,test}}/<class>/ and pass --dataset imagefolder --data-root DIR"
+    )
+
+
 def _mini_imagenet_from_jpg(root: Path, split: str, size: int, progress: bool) -> FewShotData:
     csv_path = root / f"{split}.csv"
     if not csv_path.is_file():
         csv_path = _MINI_IMAGENET_CSVS / f"{split}.csv"
     rows = _read_split_csv(csv_path)
     wnids = sorted({w for _, w in rows})
+    _check_standard_classes(wnids, split, csv_path)
     order, labels = _class_major(np.searchsorted(wnids, [w for _, w in rows]))
     image_dir = root / "images"
     paths = [image_dir / rows[i][0] for i in order]
@@ -147,7 +173,7 @@ def load_mini_imagenet(
     base = Path(root).expanduser()
     pkl = _mini_imagenet_pkl(base, split)
     if pkl is not None:
-        return _mini_imagenet_from_pkl(pkl, image_size)
+        return _mini_imagenet_from_pkl(pkl, split, image_size)
     if (base / "images").is_dir():
         return _mini_imagenet_from_jpg(base, split, image_size, progress)
     raise DataError(

@@ -298,12 +298,12 @@ def test_mini_imagenet_missing(tmp_path):
         load_fewshot("mini-imagenet", tmp_path, "val", download=True)
 
 
-def _jpg_root(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """``images/*.jpg`` for 4 real train classes x 3 images (one 120x100, to be resized) and a shuffled ``train.csv``;
-    returns the classes and the CSV's rows."""
+def _jpg_root(root: Path, classes: int = 64) -> tuple[list[str], list[tuple[str, str]]]:
+    """``images/*.jpg`` for the first ``classes`` real train classes x 3 images (one 120x100, to be resized) and a
+    shuffled ``train.csv``; returns the classes and the CSV's rows."""
     with open(SPLIT_CSVS / "train.csv") as f:
         rows = [(r["filename"], r["label"]) for r in csv.DictReader(f)]
-    wnids = _wnids("train")[:4]
+    wnids = _wnids("train")[:classes]
     picked = [r for w in wnids for r in [r for r in rows if r[1] == w][:3]]
     (root / "images").mkdir()
     rng = np.random.default_rng(2)
@@ -320,7 +320,7 @@ def _jpg_root(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
 def test_mini_imagenet_jpg(tmp_path):
     wnids, rows = _jpg_root(tmp_path)
     d = load_mini_imagenet(tmp_path, "train", progress=False)
-    _check_layout(d, 4, 3, 84)
+    _check_layout(d, 64, 3, 84)
     assert d.class_names == wnids
     in_order = [name for w in wnids for name, label in rows if label == w]  # class-major, the CSV's order within
     for k, name in enumerate(in_order):  # each image is its file as PIL decodes it (JPEG is lossy)
@@ -331,13 +331,13 @@ def test_mini_imagenet_jpg(tmp_path):
     # the uniform (200, 100, 50) image: R, G, B in channels 0, 1, 2 (up to JPEG error)
     uniform = [img for img in d.images if (img.float().std(dim=(1, 2)) < 2).all()]
     assert len(uniform) == 1 and (uniform[0].float().mean(dim=(1, 2)) - torch.tensor([200.0, 100, 50])).abs().max() < 4
-    assert load_fewshot("mini-imagenet", tmp_path, "train", image_size=32).images.shape == (12, 3, 32, 32)
+    assert load_fewshot("mini-imagenet", tmp_path, "train", image_size=32).images.shape == (192, 3, 32, 32)
 
 
 def test_mini_imagenet_jpg_errors(tmp_path):
     _, picked = _jpg_root(tmp_path)  # the CSV's rows
     (tmp_path / "images" / picked[7][0]).unlink()
-    with pytest.raises(DataError, match=rf"{picked[7][0]} is missing: 1 of the 12 images that .*train.csv lists"):
+    with pytest.raises(DataError, match=rf"{picked[7][0]} is missing: 1 of the 192 images that .*train.csv lists"):
         load_mini_imagenet(tmp_path, "train", progress=False)
     # no val.csv in ROOT: the package's copy (9600 images) is used, and none of them is there
     with pytest.raises(DataError, match=r"n0185567200000003\.jpg is missing: 9600 of the 9600 .*splits/mini_imagenet"):
@@ -349,6 +349,26 @@ def test_mini_imagenet_jpg_errors(tmp_path):
     (tmp_path / "train.csv").write_text("file,wnid\na.jpg,n1\n")
     with pytest.raises(DataError, match="train.csv: expected a split CSV with the header 'filename,label'"):
         load_mini_imagenet(tmp_path, "train", progress=False)
+
+
+def test_mini_imagenet_with_own_class_split_is_refused(tmp_path, pkl_root):
+    """A user's own 14-class train.csv over mini-ImageNet's images used to be recorded and grouped as the 64 / 16 / 20
+    benchmark; it is refused, naming --dataset imagefolder."""
+    _jpg_root(tmp_path, classes=14)
+    with pytest.raises(DataError) as e:
+        load_fewshot("mini-imagenet", tmp_path, "train")
+    assert str(e.value) == (
+        f"{tmp_path / 'train.csv'} gives the train split 14 classes (0 not in it), but mini-ImageNet's train split is "
+        "Ravi & Larochelle's 64 classes (64 / 16 / 20), and runs on --dataset mini-imagenet are recorded and compared "
+        "as that benchmark; for your own class split put the images in DIR/{train,val,test}/<class>/ and pass "
+        "--dataset imagefolder --data-root DIR"
+    )
+    cache = pickle.loads((pkl_root[0] / "mini-imagenet-cache-test.pkl").read_bytes())
+    cache["class_dict"] = dict(list(cache["class_dict"].items())[:5])  # 5 test classes
+    _write_pickle(cache, tmp_path / "mini-imagenet-cache-test.pkl", protocol=4)
+    with pytest.raises(DataError, match=r"mini-imagenet-cache-test.pkl gives the test split 5 classes \(0 not in it\), "
+                                        r"but mini-ImageNet's test split is Ravi & Larochelle's 20 classes"):
+        load_fewshot("mini-imagenet", tmp_path, "test")
 
 
 def test_packaged_mini_imagenet_csvs():

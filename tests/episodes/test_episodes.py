@@ -120,6 +120,31 @@ def test_sla_episode_against_loop():
     assert torch.equal(sla.single(z), z[::4, ::4])
 
 
+def test_sla_episode_refuses_global_class_ids():
+    """learn2learn's TaskDataset without RemapLabels hands over global ids: 5-way [3, 7, 12, 20, 41] used to give joint
+    labels up to 167 for a 20-way joint episode."""
+    sla = SLAEpisode("rotation")
+    sx, qx = torch.randn(5, 1, 4, 4), torch.randn(5, 1, 4, 4)
+    ids = torch.tensor([3, 7, 12, 20, 41])
+    with pytest.raises(ValueError) as e:
+        sla.expand(sx, ids, qx, ids)
+    assert str(e.value) == (
+        "SLAEpisode: support labels must be episode-local 0..4 for this 5-way episode, got the class ids "
+        "[3, 7, 12, 20, 41]; remap them to 0..N-1 first: learn2learn's RemapLabels among the task transforms, or "
+        "torch.unique(support_y, return_inverse=True) (query labels: torch.searchsorted on its classes)"
+    )
+    with pytest.raises(ValueError, match=r"support labels must be episode-local 0\.\.1 for this 2-way episode"):
+        sla.expand(sx[:2], torch.tensor([0, 2]), qx)  # a class missing from 0..N-1
+    with pytest.raises(ValueError, match=r"^SLAEpisode: query labels must be among the support's episode-local "
+                                         r"labels 0\.\.1, got 2; remap"):
+        sla.expand(sx[:2], torch.tensor([0, 1]), qx[:2], torch.tensor([1, 2]))
+    # the fix the message names gives the episode-local labels, and then the joint labels stay below N*M
+    classes, sy = torch.unique(ids, return_inverse=True)
+    qy = torch.searchsorted(classes, ids.flip(0))
+    _, sy_j, _, qy_j = sla.expand(sx, sy, qx, qy)
+    assert sy_j.max().item() == 19 and qy_j[:4].tolist() == [16, 17, 18, 19]
+
+
 def test_protonet_with_sla_learns_a_toy_episode():
     """ProtoNet on the N*M-way episode separates rotated copies of two toy patterns."""
     torch.manual_seed(0)
@@ -303,6 +328,43 @@ def test_tiny_run_on_mini_imagenet_pkl_with_colour_permutations(tmp_path):
     assert run(_tiny(out=str(tmp_path / "r"), stop_after=2, **kw)) == {"episodes_done": 2}
     resumed = run(_tiny(out=str(tmp_path / "r"), resume=True, **kw))
     assert json.dumps(resumed, sort_keys=True) == json.dumps(m, sort_keys=True)  # NaN-aware: unseen classes
+
+
+def _mini_imagenet_pkls(root, per=2):
+    """learn2learn's mini-ImageNet cache files with the real classes, ``per`` random 84x84 images each."""
+    import csv
+    import pickle
+    from pathlib import Path
+
+    split_dir = Path(__file__).resolve().parents[2] / "episodes" / "splits" / "mini_imagenet"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        with open(split_dir / f"{split}.csv") as f:
+            wnids = sorted({r["label"] for r in csv.DictReader(f)})
+        x = rng.integers(0, 256, (per * len(wnids), 84, 84, 3), dtype=np.uint8)
+        cache = {"image_data": x, "class_dict": {w: list(range(per * i, per * i + per)) for i, w in enumerate(wnids)}}
+        with open(root / f"mini-imagenet-cache-{split}.pkl", "wb") as f:
+            pickle.dump(cache, f, protocol=4)
+
+
+@pytest.mark.parametrize(
+    "flags, line",
+    [
+        (["--test-ways", "20"], "the val split has 16 classes but --test-ways 20 asks for 20-way val episodes; use "
+                                "--test-ways <= 16"),
+        (["--ways", "20"], "the val split has 16 classes but --ways 20 asks for 20-way val episodes; use --ways <= 16 "
+                           "(or set --test-ways for the val and test episodes alone)"),
+        (["--test-queries", "2"], "class 'n01855672' of the val split has 2 images but val episodes need --shots + "
+                                  "--test-queries = 1 + 2 = 3; lower them to a sum <= 2"),
+    ],
+)
+def test_too_small_split_names_the_option_given(tmp_path, capsys, flags, line):
+    """--test-ways 10 on a 6-class split used to be reported as '--ways <= 6'."""
+    _mini_imagenet_pkls(tmp_path)
+    argv = ["--dataset", "mini-imagenet", "--data-root", str(tmp_path), "--image-size", "16", "--shots", "1",
+            "--queries", "1", "--wandb", "disabled", "--num-threads", "1", "--out", str(tmp_path / "out"), *flags]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {line}"
 
 
 def test_omniglot_background_scheme():

@@ -273,6 +273,27 @@ def test_predict_input_errors(tmp_path):
         pred.predict([tmp_path / "missing.png", tmp_path / "missing.png"], [0, 1], x)
 
 
+def test_grey_run_warns_once_on_colour_images(tmp_path):
+    """A grey (Omniglot) run given RGB photos used to convert them silently."""
+    import warnings
+
+    pred = load_run(_fake_run(tmp_path / "run"))
+    rng = np.random.default_rng(0)
+    grey = [Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)) for _ in range(4)]
+    photos = [Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)) for _ in range(3)]
+    photos[2].save(tmp_path / "photo.jpg")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pred.predict(grey, [0, 0, 1, 1], grey[:2])  # grey: no warning
+        assert caught == []
+        pred.predict(grey, [0, 0, 1, 1], [photos[0], photos[1], tmp_path / "photo.jpg", grey[0]])
+        pred.predict(photos, [0, 1, 1], photos)  # once per predictor, not once per call or per image
+    assert [str(w.message) for w in caught] == [
+        "3 of the 4 query images are colour, but this run was trained on grey omniglot images (1x28x28): they are "
+        "converted to grey, and images unlike the training ones may be classified poorly (this warning is shown once)"
+    ]
+
+
 def test_maml_needs_the_runs_ways(tmp_path):
     pred = load_run(_fake_run(tmp_path / "maml", learner="fomaml", ways=3))
     x = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)

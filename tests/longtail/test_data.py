@@ -335,6 +335,28 @@ def test_imagefolder_errors(tmp_path):
         load_longtail("imagefolder", root, cache_dir=False, progress=False)
 
 
+def test_imagefolder_with_one_class_is_refused(tmp_path):
+    """One class used to train and report 100% accuracy (with sklearn warnings and nan where null is promised)."""
+    _fake_imagefolder(tmp_path, classes=("cat",))
+    with pytest.raises(DataError) as e:
+        load_longtail("imagefolder", tmp_path, cache_dir=False, progress=False)
+    assert str(e.value) == (
+        f"{tmp_path / 'train'} has 1 class folder ('cat') but a classifier needs at least 2 classes; add a folder "
+        f"per class under {tmp_path}/train/ and {tmp_path}/test/"
+    )
+
+
+@pytest.mark.parametrize("dataset, folder", [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")])
+def test_cifar_on_an_imagefolder_tree_names_imagefolder(tmp_path, dataset, folder):
+    _fake_imagefolder(tmp_path, classes=("cat", "dog"))
+    with pytest.raises(DataError) as e:
+        load_longtail(dataset, tmp_path, download=True)  # not even a download: the folder is the user's images
+    assert str(e.value) == (
+        f"{tmp_path} holds train/ and test/ folders, an image-folder tree, not {dataset}'s python pickles "
+        f"({folder}/); for images in {tmp_path}/{{train,test}}/<class>/ pass --dataset imagefolder"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Augmentation
 # ---------------------------------------------------------------------------------------------
