@@ -428,7 +428,9 @@ def load_runs(dirs: str | Path | Iterable[str | Path]) -> list[Run]:
             runs.append(Run(d, metrics, dict(config), None, None, None, False, got))
             continue
         ident, group, spec = got
-        finished = has_metrics and any(c["key"] in metrics for c in spec["columns"])
+        # "finished": false: weights of an unfinished run tested with --test-only --allow-unfinished
+        finished = (has_metrics and metrics.get("finished") is not False
+                    and any(c["key"] in metrics for c in spec["columns"]))
         status = "" if finished else _unfinished_status(metrics, config, has_metrics)
         runs.append(Run(d, metrics, dict(config), ident, group, spec, finished, status))
     return runs

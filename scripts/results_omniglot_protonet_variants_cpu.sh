@@ -16,7 +16,7 @@ for seed in ${SEEDS:-0 1 2}; do
   for encode in joint separate; do
     for distance in sqeuclidean euclidean; do
       out="$runs/${encode}_${distance}_s$seed"
-      if [ -f "$out/metrics.json" ] && grep -q '"test/acc"' "$out/metrics.json"; then continue; fi
+      if [ -f "$out/metrics.json" ] && grep -q '"test/acc"' "$out/metrics.json" && ! grep -q '"finished": false' "$out/metrics.json"; then continue; fi
       "$py" -m episodes.train --dataset omniglot --data-root "${DATA:-.data}" --learner protonet --backbone conv4 \
         --transform none --ways 5 --shots 1 --queries 15 --train-episodes 220 --val-every 0 --val-episodes 100 \
         --test-episodes 1000 --lr 1e-3 --encode "$encode" --distance "$distance" --seed "$seed" \
