@@ -9,25 +9,30 @@
 * ``--test-only`` of an unfinished run is refused unless ``--allow-unfinished`` (:func:`check_finished`);
 * the number of processes (and whether BatchNorm is synchronised) is recorded, and a change on resume is refused
   where it changes what is trained (:func:`processes`, :func:`check_processes`);
+* a class folder holding the same files as another (a renamed copy or a link, in another split or the same one) is
+  refused (:func:`check_distinct_classes`), so no test image is a training image;
 * SIGINT / SIGTERM stop :func:`fewshot_sla.engine.fit` at a safe point (:class:`Interrupted`; :func:`stop_message`).
 """
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import shutil
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
+from .io import files_digest
 from .runs import RECORD_FILE, canonical
 from .utils import DataError, read_json
 
 __all__ = [
     "OUTPUT_FILES", "Interrupted", "record_hash", "folder_hash", "check_checkpoint", "run_files", "check_new_run",
     "clear_run", "resume_argv", "check_finished", "processes", "check_processes", "stop_message", "exit_code",
+    "check_distinct_classes",
 ]
 
 #: The files a run writes besides its record and config (``--overwrite`` deletes them, and every ``*.csv``).
@@ -213,3 +218,38 @@ def stop_message(stop: Interrupted, command: str, out: str | Path) -> str:
 def exit_code(signum: int) -> int:
     """The shell's exit status of a process ended by ``signum`` (130 for SIGINT, 143 for SIGTERM)."""
     return 128 + int(signum)
+
+
+def check_distinct_classes(folders: Iterable[tuple[Path, Sequence[Path]]]) -> None:
+    """Refuse two class folders that hold the same files: a class copied (or linked) under another name into another
+    split, or twice into one flat folder, would put test images into training or count one class twice.
+
+    Folders are compared by :func:`fewshot_sla.io.files_digest` of their file names and sizes, then, only when those
+    agree, by content (files of one size and the same names are common: uncompressed or noise images).
+
+    Args:
+        folders: ``(class folder, its image files in order)`` of every split.
+
+    Raises:
+        DataError: naming both folders.
+    """
+    seen: dict[str, list[tuple[Path, Sequence[Path]]]] = {}
+    for folder, files in folders:
+        if files:
+            seen.setdefault(files_digest(f"{p.name}:{p.stat().st_size}" for p in files), []).append((folder, files))
+    for same in seen.values():
+        if len(same) < 2:
+            continue
+        # equal names and sizes (common: noise or uncompressed images of one size): the first file's bytes, then all
+        first: dict[str, list[tuple[Path, Sequence[Path]]]] = {}
+        for folder, files in same:
+            first.setdefault(hashlib.sha1(Path(files[0]).read_bytes()).hexdigest(), []).append((folder, files))
+        for group in first.values():
+            for i, (folder, files) in enumerate(group):
+                for other, other_files in group[:i]:
+                    if all(filecmp.cmp(a, b, shallow=False) for a, b in zip(other_files, files)):
+                        raise DataError(
+                            f"class folders {other} and {folder} hold the same {len(files)} images (names, sizes, "
+                            "contents): one is a copy or a link of the other, so one class would be tested on its "
+                            "training images or counted twice; remove one of them"
+                        )

@@ -44,7 +44,7 @@ class LTConfig:
     overwrite: bool = False  # start a new run in an --out holding another run (its outputs are deleted first)
     test_only: bool = False  # test OUT/checkpoint.pt of the recorded run again without training
     allow_unfinished: bool = False  # --test-only of a run whose training has not finished (metrics say finished: false)
-    checkpoint_minutes: float = 5.0  # write OUT/checkpoint.pt also when this many minutes passed since the last (0 = off)
+    checkpoint_minutes: float = 5.0  # also write OUT/checkpoint.pt when this many minutes passed (0 = off)
     amp: bool = False  # bf16 autocast (CUDA; CPU with native bf16: ~1.6x faster on AVX512-BF16)
     channels_last: bool = False  # channels-last memory format
     compile: bool = False  # torch.compile the training step (CUDA)

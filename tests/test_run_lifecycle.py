@@ -186,8 +186,9 @@ def test_a_signal_stops_with_one_line_and_the_folder_alone_resumes_exactly(pkg, 
     assert pkg.main(pkg.argv(cut)) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert not any("Traceback" in line or line.startswith(("stopped", "error")) for line in err[:-1])
-    assert err[-1:] == [f"stopped by SIGINT after {pkg.unit} 2 of {pkg.units}; checkpoint {Path(cut.out) / 'checkpoint.pt'}; "
-                   f"resume with: {pkg.command} --out {cut.out} --resume"]
+    ckpt = Path(cut.out) / "checkpoint.pt"
+    assert err[-1:] == [f"stopped by SIGINT after {pkg.unit} 2 of {pkg.units}; checkpoint {ckpt}; "
+                        f"resume with: {pkg.command} --out {cut.out} --resume"]
     assert torch.load(Path(cut.out) / "checkpoint.pt", weights_only=True)["unit"] == 2
     monkeypatch.setattr(eng, "_train_unit", train_unit)
     assert pkg.main(["--out", cut.out, "--resume"]) == 0  # the folder alone
@@ -269,9 +270,8 @@ def test_resume_under_another_process_count_is_refused_where_it_changes_training
 
 
 def test_pretrain_resume_under_another_process_count_is_refused(tmp_path):
-    from tests.episodes.test_record import _cfg, _folder
-
     from episodes.train import run
+    from tests.episodes.test_record import _cfg, _folder
 
     _folder(tmp_path / "data", [f"k{i:02d}" for i in range(12)])
     cfg = _cfg(tmp_path / "data", tmp_path / "run", learner="pretrain", pretrain_epochs=2, batch_size=4,
@@ -282,3 +282,36 @@ def test_pretrain_resume_under_another_process_count_is_refused(tmp_path):
     (Path(cfg.out) / runs.RECORD_FILE).write_text(json.dumps(rec))
     with pytest.raises(ConfigError, match="--learner pretrain splits each batch"):
         run(dataclasses.replace(cfg, stop_after=0, resume=True))
+
+
+# -- 4. a class folder that is a copy or a link of another ---------------------------------------------------------
+def test_a_class_copied_under_another_name_into_another_split_is_refused(tmp_path):
+    from episodes.data import load_imagefolder
+    from tests.episodes.test_record import _folder
+
+    _folder(tmp_path / "split" / "train", ["a", "b", "c"])
+    _folder(tmp_path / "split" / "val", ["d", "e"], seed=1)
+    _folder(tmp_path / "split" / "test", ["f"], seed=2)
+    shutil.copytree(tmp_path / "split" / "train" / "b", tmp_path / "split" / "test" / "renamed")
+    with pytest.raises(DataError, match=r"class folders .*train/b and .*test/renamed hold the same 3 images"):
+        load_imagefolder(tmp_path / "split", 16, progress=False)
+    # twice in one flat folder, as a link: refused before the classes are split
+    _folder(tmp_path / "flat", [f"k{i:02d}" for i in range(8)])
+    (tmp_path / "flat" / "zz").symlink_to(tmp_path / "flat" / "k03", target_is_directory=True)
+    with pytest.raises(DataError, match=r"k03 and .*zz hold the same"):
+        load_imagefolder(tmp_path / "flat", 16, class_split=(0.5, 0.25, 0.25), progress=False)
+    # the same names and sizes with other pixels are other classes
+    shutil.rmtree(tmp_path / "split" / "test" / "renamed")
+    _folder(tmp_path / "split" / "test", ["renamed"], seed=9)
+    load_imagefolder(tmp_path / "split", 16, progress=False, cache_dir=False)
+
+
+def test_a_long_tail_test_class_linked_to_a_training_class_is_refused(tmp_path):
+    from longtail.data import load_imagefolder
+    from tests.longtail.synthetic import write_folder
+
+    root = write_folder(tmp_path / "lt", 6, 6, seed=0)
+    shutil.rmtree(root / "test" / "class2")
+    (root / "test" / "class2").symlink_to(root / "train" / "class2", target_is_directory=True)
+    with pytest.raises(DataError, match=r"train/class2 and .*test/class2 hold the same 6 images"):
+        load_imagefolder(root, cache_dir=None)
