@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fewshot_sla import SLAClassifier, Transform, checkpoint, extras, get_transform, lifecycle, runs
+from fewshot_sla import SLAClassifier, Transform, checkpoint, distributed, extras, get_transform, lifecycle, runs
 from fewshot_sla import engine as eng
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import ConfigError, config_from_dict, to_dict
@@ -304,6 +304,7 @@ def open_run(cfg: LTConfig, data: LTData, out: str | Path, write: bool = True,
             )
         return from_record(record, cfg), record
     lifecycle.check_new_run(out, cfg.resume, cfg.overwrite, COMMAND, clear=write)
+    distributed.barrier()  # every rank has looked at the folder before rank 0 writes the record into it
     record = {**recipe.record(), "processes": lifecycle.processes(world_size, cfg.sync_bn)}
     if write:
         runs.write_record(out, record)
