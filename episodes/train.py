@@ -33,6 +33,7 @@ differs in anything but bookkeeping (:data:`episodes.recipe.RESUME_FREE`, :data:
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     except lifecycle.Interrupted as stop:
         print(lifecycle.stop_message(stop, COMMAND, cfg.out), file=sys.stderr)
         return lifecycle.exit_code(stop.signum)
+    except KeyboardInterrupt:  # outside training's safe points (data loading, the test) or a second Ctrl-C
+        print(lifecycle.interrupted_message(COMMAND, cfg.out), file=sys.stderr)
+        return lifecycle.exit_code(signal.SIGINT)
     if "test/acc_agg" in m and get_transform(cfg.transform).m == 1:
         acc, ci = 100 * m["test/acc"], 100 * m["test/acc_ci95"]
         print(f"test: baseline {acc:.2f} +- {ci:.2f}   ({m['test/episodes']} episodes)")

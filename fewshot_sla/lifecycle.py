@@ -31,7 +31,8 @@ from .utils import DataError, read_json
 
 __all__ = [
     "OUTPUT_FILES", "Interrupted", "record_hash", "folder_hash", "check_checkpoint", "run_files", "check_new_run",
-    "clear_run", "resume_argv", "check_finished", "processes", "check_processes", "stop_message", "exit_code",
+    "clear_run", "resume_argv", "check_finished", "processes", "check_processes", "stop_message", "interrupted_message",
+    "exit_code",
     "check_distinct_classes",
 ]
 
@@ -213,6 +214,14 @@ def stop_message(stop: Interrupted, command: str, out: str | Path) -> str:
     where = f"checkpoint {stop.checkpoint}" if stop.checkpoint is not None else "no checkpoint (checkpoints are off)"
     return (f"stopped by {signal.Signals(stop.signum).name} after {stop.unit_name} {stop.unit} of {stop.units}; "
             f"{where}; resume with: {command} --out {out} --resume")
+
+
+def interrupted_message(command: str, out: str | Path) -> str:
+    """The one line printed when Ctrl-C arrived outside training's safe points (loading data, testing, or a second
+    Ctrl-C)."""
+    ckpt = Path(out) / "checkpoint.pt"
+    last = f"the last checkpoint is {ckpt}" if ckpt.is_file() else "no checkpoint was written"
+    return f"interrupted (SIGINT); {last}; resume with: {command} --out {out} --resume"
 
 
 def exit_code(signum: int) -> int:

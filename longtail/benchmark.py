@@ -25,6 +25,7 @@ is :mod:`longtail.recipe`, the grid of ``--grid-loss`` x ``--grid-transform`` :f
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     except lifecycle.Interrupted as stop:
         print(lifecycle.stop_message(stop, COMMAND, cfg.out), file=sys.stderr)
         return lifecycle.exit_code(stop.signum)
+    except KeyboardInterrupt:  # outside training's safe points (data loading, the test) or a second Ctrl-C
+        print(lifecycle.interrupted_message(COMMAND, cfg.out), file=sys.stderr)
+        return lifecycle.exit_code(signal.SIGINT)
     return 0
 
 

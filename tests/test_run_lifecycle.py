@@ -318,3 +318,16 @@ def test_a_long_tail_test_class_linked_to_a_training_class_is_refused(tmp_path):
     (root / "test" / "class2").symlink_to(root / "train" / "class2", target_is_directory=True)
     with pytest.raises(DataError, match=r"train/class2 and .*test/class2 hold the same 6 images"):
         load_imagefolder(root, cache_dir=None)
+
+
+def test_ctrl_c_while_loading_data_is_one_line_and_130(pkg, data, tmp_path, monkeypatch, capsys):
+    cfg = pkg.cfg(data, tmp_path / "run")
+    target = "episodes.recipe.load_splits_for" if pkg.name == "fewshot" else "longtail.benchmark.load_data"
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    assert pkg.main(pkg.argv(cfg)) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"interrupted (SIGINT); no checkpoint was written; resume with: {pkg.command} --out {cfg.out} --resume"]
