@@ -72,10 +72,11 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
         # a finished run only tests again when resumed: then the test's shape may change, as with --test-only
         retest = cfg.test_only or rc.training_finished(out, record)
         runs.check_resume(record, to_dict(cfg), rc.RETEST_FREE if retest else rc.RESUME_FREE, what)
-    finished = True
+    finished, done = True, None
     if cfg.test_only:
         total, unit_name = rc.units_of(record["config"])
-        finished = lifecycle.check_finished(rc.units_done(out), total, unit_name, cfg.allow_unfinished, COMMAND, out)
+        done = rc.units_done(out)
+        finished = lifecycle.check_finished(done, total, unit_name, cfg.allow_unfinished, COMMAND, out)
     ctx = eng.setup(eng.RunSpec(cfg.out, cfg.seed, cfg.device, cfg.amp, cfg.channels_last, False, cfg.resume,
                                 cfg.stop_after, cfg.num_threads, checkpoint_minutes=cfg.checkpoint_minutes))
     rc.check_config(cfg, ctx.dist.world_size)
@@ -93,7 +94,8 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
     if cfg.test_only:  # recipe.json, config.yaml, checkpoint.pt and train_episodes.csv stay the training run's
         if not ctx.is_main:
             return {}
-        best = dataclasses.replace(rc.load_best(task, ctx.out, ctx.device), finished=finished)
+        best = rc.load_best(task, ctx.out, ctx.device)  # its units_done: best.pt's step; the training's: done
+        best = dataclasses.replace(best, finished=finished, units_done=best.units_done if done is None else done)
         return rc.test_and_log(recipe, task, splits["test"], ctx, logger, best)
     if record is None:  # a new run: its record first, then the start weights it names
         if ctx.is_main:

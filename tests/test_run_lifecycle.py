@@ -33,7 +33,7 @@ class Pkg:
     units: int
     unit: str  # the unit's name in messages
     done_key: str  # metrics.json's count of units done
-    half: int  # units of a run stopped early (fewshot: after its first validation, which writes best.pt)
+    half: int  # units of a run stopped early (fewshot: after its first validation at 2, which writes best.pt)
 
     def cfg(self, data: Path, out: Path, **kw: Any) -> Any:
         if self.name == "fewshot":
@@ -86,7 +86,7 @@ class Pkg:
         return out
 
 
-PKGS = [Pkg("fewshot", "sla-fewshot", 4, "step", "steps_done", 2), Pkg("longtail", "sla-longtail", 3, "epoch",
+PKGS = [Pkg("fewshot", "sla-fewshot", 4, "step", "steps_done", 3), Pkg("longtail", "sla-longtail", 3, "epoch",
                                                                          "epochs_done", 1)]
 
 
