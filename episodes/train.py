@@ -73,7 +73,7 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
         retest = cfg.test_only or rc.training_finished(out, record)
         runs.check_resume(record, to_dict(cfg), rc.RETEST_FREE if retest else rc.RESUME_FREE, what)
     finished, done = True, None
-    if cfg.test_only:
+    if cfg.test_only and record is not None:
         total, unit_name = rc.units_of(record["config"])
         done = rc.units_done(out)
         finished = lifecycle.check_finished(done, total, unit_name, cfg.allow_unfinished, COMMAND, out)
