@@ -71,7 +71,10 @@ class FewShotConfig:
     device: str = "auto"  # auto, cpu, cuda, ...
     num_threads: int = 0  # torch CPU threads (0 = auto: the cores other processes leave free)
     checkpoint_every: int = 100  # write OUT/checkpoint.pt every N steps
+    checkpoint_minutes: float = 5.0  # also write it when this many minutes passed since the last (0 = off)
+    overwrite: bool = False  # start a new run in an --out holding another run (its outputs are deleted first)
     test_only: bool = False  # evaluate OUT's best checkpoint on the test split without training
+    allow_unfinished: bool = False  # --test-only of a run whose training has not finished (metrics say finished: false)
     stop_after: int = 0  # stop after this many steps of this invocation (to test --resume; 0 = never)
 
 

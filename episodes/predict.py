@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fewshot_sla import checkpoint, runs
+from fewshot_sla import checkpoint, lifecycle, runs
 from fewshot_sla.io import decode_images
 from fewshot_sla.utils import DataError
 
@@ -341,6 +341,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> FewShot
         )
     dev = torch.device(device)
     st = checkpoint.load(weights, map_location=dev)
+    lifecycle.check_checkpoint(st, weights)
     state = st.get("model")
     if not isinstance(state, dict) or not state:
         raise DataError(f"{weights} holds no 'model' state dict; it was not written by sla-fewshot")

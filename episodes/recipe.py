@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fewshot_sla import checkpoint, extras, get_transform, runs
+from fewshot_sla import checkpoint, extras, get_transform, lifecycle, runs
 from fewshot_sla import engine as eng
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import config_from_dict, to_dict
@@ -573,19 +573,39 @@ def test_and_log(recipe: Recipe, task: nn.Module, test: FewShotData, ctx: eng.Co
         logger.log_table("train/episodes", ["step", "batch", "loss", "acc"], train_rows)
     logger.log_table("test/episodes", ["episode", "acc_single", "acc_agg"], rows)
     logger.log_per_class("test/per_class_acc", [float(a) for a in res["per_class"]], test.class_names)
+    if not fit.finished:  # --test-only --allow-unfinished: not a finished seed for sla-report and the scripts
+        metrics.update({"finished": False, f"{units_of(to_dict(cfg))[1]}s_done": fit.units_done})
     extra = {"seed": cfg.seed, "history": fit.history, "world_size": ctx.dist.world_size, **recipe.metrics_extra()}
     logger.finish(metrics, extra=extra)
     return metrics
 
 
+def units_of(config: Mapping[str, Any]) -> tuple[int, str]:
+    """A recorded config's training length: ``(units, unit name)``; epochs for ``--learner pretrain``, else steps."""
+    if config.get("learner") in PRETRAIN:
+        return int(config["pretrain_epochs"]), "epoch"
+    return int(config["train_episodes"]), "step"
+
+
+def units_done(out: Path) -> int | None:
+    """The units ``out/checkpoint.pt`` holds (None when there is no checkpoint.pt: unknown)."""
+    ckpt = out / "checkpoint.pt"
+    return int(checkpoint.load(ckpt).get("unit") or 0) if ckpt.is_file() else None
+
+
 def training_finished(out: Path, record: Mapping[str, Any]) -> bool:
     """Whether ``out/checkpoint.pt`` holds the last unit of the recorded run (resuming it then only tests)."""
-    ckpt = out / "checkpoint.pt"
-    if not ckpt.is_file():
-        return False
-    cfg = record["config"]
-    units = cfg["pretrain_epochs"] if cfg.get("learner") in PRETRAIN else cfg["train_episodes"]
-    return int(checkpoint.load(ckpt).get("unit") or 0) >= int(units)
+    done = units_done(out)
+    return done is not None and done >= units_of(record["config"])[0]
+
+
+def processes_matter(cfg: FewShotConfig) -> str | None:
+    """Why another number of processes changes what a resumed run trains (None: it does not; the episodic
+    learners replay the ranks' BatchNorm updates in one process's order)."""
+    if cfg.learner in PRETRAIN:
+        return ("--learner pretrain splits each batch between the processes, so BatchNorm normalises over each "
+                "process's share")
+    return None
 
 
 def best_checkpoint(out: Path) -> Path:
@@ -608,6 +628,7 @@ def load_best(task: nn.Module, out: Path, device: torch.device) -> eng.FitResult
     """
     best_path = best_checkpoint(out)
     st = checkpoint.load(best_path, device)
+    lifecycle.check_checkpoint(st, best_path)
     try:
         task.load_state_dict(st["model"])
     except (KeyError, RuntimeError) as e:

@@ -22,10 +22,10 @@ from fewshot_sla.report.spec import ReportSpec, register_report
 __all__ = ["REPORT", "GROUP_IGNORE", "IMAGE_FOLDERS", "LEGACY_DEFAULTS", "data_identity"]
 
 #: Config keys that do not define a few-shot method (besides :data:`fewshot_sla.runs.RUN_KEYS`): where the data
-#: lies (``data_root``, ``download``), how often a checkpoint is written, and ``test_only`` (a re-test of a seed
-#: stays a seed of its method). The test-time settings (``test_ways``, ``test_shots``, ``test_episodes``, ...) stay:
+#: lies (``data_root``, ``download``) and how often a checkpoint is written (``test_only``, a re-test of a seed, is one
+#: of the core's RUN_KEYS). The test-time settings (``test_ways``, ``test_shots``, ``test_episodes``, ...) stay:
 #: a run re-tested in another episode shape is another row.
-GROUP_IGNORE: frozenset[str] = frozenset({"data_root", "download", "checkpoint_every", "test_only"})
+GROUP_IGNORE: frozenset[str] = frozenset({"data_root", "download", "checkpoint_every"})
 
 #: ``dataset`` values whose files vary between copies (the user's own image folders; Tiny ImageNet, full or partial):
 #: their identity is the digest of the files a run used.

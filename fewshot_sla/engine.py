@@ -22,7 +22,10 @@ owns the rest:
   (:class:`fewshot_sla.distributed.BatchNormReplay`); otherwise (a global batch split between the ranks) the
   ranks' statistics are averaged before every evaluation, every checkpoint and the end of the run
   (:func:`fewshot_sla.distributed.average_buffers`);
-* one atomic checkpoint (:mod:`fewshot_sla.checkpoint`) every ``checkpoint_every`` units, and
+* one atomic checkpoint (:mod:`fewshot_sla.checkpoint`) every ``checkpoint_every`` units and when
+  ``RunSpec.checkpoint_minutes`` passed since the last (at a unit's end), carrying the hash of the folder's record
+  (:func:`fewshot_sla.lifecycle.record_hash`; a checkpoint of another record is refused); SIGINT / SIGTERM stop
+  after the current unit with its checkpoint written (:class:`fewshot_sla.lifecycle.Interrupted`); and
   ``--resume`` that continues *exactly*: a run stopped anywhere (``stop_after``) and resumed gives
   the metrics of an uninterrupted one, because batches are a pure function of (seed, unit, rank)
   and every generator's state is in the checkpoint;
@@ -39,7 +42,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import inspect
+import signal
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +55,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from . import checkpoint, distributed, sam
+from . import checkpoint, distributed, lifecycle, sam
 from .progress import progress_bar
 from .sam import sam_perturbation
 from .seeding import stream_seed
@@ -79,6 +85,7 @@ class RunSpec:
     num_threads: int = 0  # torch CPU threads (0 = auto: the cores other processes leave free; fewshot_sla.threads)
     progress: bool = True  # tqdm bars (rank 0)
     compile_mode: str = "default"  # torch.compile's mode: default, reduce-overhead (CUDA graphs), max-autotune...
+    checkpoint_minutes: float = 0.0  # also write OUT/checkpoint.pt when this many minutes passed since the last
 
 
 @dataclass
@@ -298,6 +305,7 @@ def _resume(task: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp
             f"{path} is not a checkpoint of this version (format {st.get('format')!r}, expected "
             f"{checkpoint.FORMAT}); start a new run in another folder"
         )
+    lifecycle.check_checkpoint(st, path, ctx.out)
     task.load_state_dict(st["model"])
     optimizer.load_state_dict(st["optimizer"])
     scaler.load_state_dict(st["scaler"])
@@ -445,7 +453,7 @@ def _evaluation_due(done: int, loop: Loop) -> bool:
 
 
 def _evaluate(task: nn.Module, loop: Loop, done: int, lr: float, row: dict[str, float], state: _State,
-              best_path: Path) -> dict[str, float]:
+              best_path: Path, record: str | None = None) -> dict[str, float]:
     """Evaluate in eval mode, keep ``best.pt`` when the selected metric improves; returns the row with the scores."""
     assert loop.evaluate is not None
     with eval_mode(task):
@@ -454,7 +462,7 @@ def _evaluate(task: nn.Module, loop: Loop, done: int, lr: float, row: dict[str, 
     score = scores.get(loop.select) if loop.select else None
     if score is not None and (state.best["value"] is None or score > state.best["value"]):
         state.best = {"metric": loop.select, "value": float(score), "unit": done}
-        checkpoint.save(best_path, {"model": task.state_dict(), "unit": done, "best": state.best})
+        checkpoint.save(best_path, {"model": task.state_dict(), "unit": done, "best": state.best, "record": record})
     return row
 
 
@@ -469,7 +477,7 @@ def _log_row(row: dict[str, float], u: int, loop: Loop, state: _State, logger: A
 
 
 def _save_checkpoint(path: Path, task: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                     loop: Loop, state: _State, config: dict[str, Any] | None) -> None:
+                     loop: Loop, state: _State, config: dict[str, Any] | None, record: str | None = None) -> None:
     checkpoint.save(
         path,
         {
@@ -482,6 +490,7 @@ def _save_checkpoint(path: Path, task: nn.Module, optimizer: torch.optim.Optimiz
             "rng": checkpoint.rng_state(loop.generators),
             "history": state.history,
             "config": config or {},
+            "record": record,
         },
     )
 
@@ -509,6 +518,7 @@ def fit(
     """
     _check_loop(loop)
     spec, main, best_path = ctx.spec, ctx.is_main, ctx.out / "best.pt"
+    record = lifecycle.folder_hash(ctx.out)  # every checkpoint names the record it belongs to
     amp = _prepare(task, ctx)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=False)  # bf16 needs no loss scaling; kept in the format
     state = _resume(task, optimizer, scaler, loop, ctx)
@@ -519,27 +529,36 @@ def fit(
     start = state.unit
     bar = progress_bar(range(start, loop.units), desc=f"train ({loop.unit_name}s)", initial=start, total=loop.units,
                        unit=loop.unit_name, enabled=main and spec.progress, mininterval=2)
+    stop, last_save, ckpt_path = _Signals(), time.monotonic(), ctx.out / "checkpoint.pt"
     try:
-        for u in bar:
-            if spec.stop_after and u - start >= spec.stop_after:
-                break
-            lr = _start_unit(u, task, optimizer, loop)
-            _train_unit(u, stepper, loop, ctx, state, blog)
-            state.unit = done = u + 1
-            last = done == loop.units or (bool(spec.stop_after) and done - start >= spec.stop_after)
-            row = _train_row(done, lr, loop, state)
-            evaluating = _evaluation_due(done, loop)
-            saving = bool(loop.checkpoint_every) and (done % loop.checkpoint_every == 0 or last)
-            if ctx.dist.world_size > 1 and (evaluating or saving or last):
-                distributed.average_buffers(task, skip=stepper.replayed)  # every rank's BN statistics, on all ranks
-            if evaluating and main:
-                row = _evaluate(task, loop, done, lr, row, state, best_path)
-            if row:
-                _log_row(row, u, loop, state, logger, bar)
-            blog.flush()
-            if saving and main:
-                _save_checkpoint(ctx.out / "checkpoint.pt", task, optimizer, scaler, loop, state, config)
-            distributed.barrier()
+        with stop:
+            for u in bar:
+                if spec.stop_after and u - start >= spec.stop_after:
+                    break
+                lr = _start_unit(u, task, optimizer, loop)
+                _train_unit(u, stepper, loop, ctx, state, blog)
+                state.unit = done = u + 1
+                timed = bool(spec.checkpoint_minutes) and time.monotonic() - last_save >= 60 * spec.checkpoint_minutes
+                timed, stopping = _agree(ctx, timed, stop.signum is not None)
+                last = done == loop.units or (bool(spec.stop_after) and done - start >= spec.stop_after) or stopping
+                row = _train_row(done, lr, loop, state)
+                evaluating = _evaluation_due(done, loop)
+                saving = bool(loop.checkpoint_every) and (done % loop.checkpoint_every == 0 or last or timed)
+                if ctx.dist.world_size > 1 and (evaluating or saving or last):
+                    distributed.average_buffers(task, skip=stepper.replayed)  # every rank's BN statistics, on all
+                if evaluating and main:
+                    row = _evaluate(task, loop, done, lr, row, state, best_path, record)
+                if row:
+                    _log_row(row, u, loop, state, logger, bar)
+                blog.flush()
+                if saving and main:
+                    _save_checkpoint(ckpt_path, task, optimizer, scaler, loop, state, config, record)
+                if saving:
+                    last_save = time.monotonic()
+                distributed.barrier()
+                if stopping:
+                    raise lifecycle.Interrupted(stop.signum or signal.SIGTERM, done, loop.units, loop.unit_name,
+                                                ckpt_path if loop.checkpoint_every else None)
     finally:
         blog.close()
         bar.close()
@@ -547,3 +566,43 @@ def fit(
     if finished and loop.select and state.best["value"] is not None and best_path.is_file():
         task.load_state_dict(checkpoint.load(best_path, ctx.device)["model"])
     return FitResult(state.unit, finished, state.history, state.best)
+
+
+def _agree(ctx: Context, timed: bool, stopping: bool) -> tuple[bool, bool]:
+    """Under DDP, whether any rank's clock says a checkpoint is due and any rank got a signal (every rank then
+    takes the same branch: the checkpoint's collectives run on all of them or on none)."""
+    if ctx.dist.world_size == 1:
+        return timed, stopping
+    vec = torch.tensor([float(timed), float(stopping)], dtype=torch.float64)
+    distributed.all_reduce_sum(vec)
+    return bool(vec[0] > 0), bool(vec[1] > 0)
+
+
+class _Signals:
+    """While entered: SIGINT and SIGTERM set :attr:`signum` instead of ending the process, so that :func:`fit`
+    stops after the current unit with its checkpoint written (a second signal ends it as usual). Only in the main
+    thread (Python delivers signals there); elsewhere it does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # asked twice: stop now
+            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old.clear()

@@ -123,12 +123,13 @@ class Grid:
 
 
 def is_finished(run_dir: Path) -> bool:
-    """Whether ``run_dir/metrics.json`` holds ``test/acc`` (what ``sla-report`` counts as finished)."""
+    """Whether ``run_dir/metrics.json`` holds ``test/acc`` of a finished run (what ``sla-report`` counts as finished:
+    not the ``"finished": false`` of an unfinished run re-tested with ``--allow-unfinished``)."""
     try:
         metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     except (OSError, ValueError):  # missing or unreadable: resumed, not trusted
         return False
-    return isinstance(metrics, dict) and "test/acc" in metrics
+    return isinstance(metrics, dict) and "test/acc" in metrics and metrics.get("finished") is not False
 
 
 # -- the grid file -------------------------------------------------------------------------------------------------

@@ -47,11 +47,12 @@ FORMAT = "fewshot-sla/run/1"
 #: not the method: they do not split a group, but a resumed run may not change them (:func:`check_resume`).
 RUN_KEYS: frozenset[str] = frozenset(
     {"seed", "out", "device", "amp", "channels_last", "compile", "compile_mode", "resume", "stop_after", "num_threads",
-     "progress", "wandb"}
+     "progress", "wandb", "checkpoint_minutes", "overwrite", "test_only", "allow_unfinished"}
 )
 #: Of :data:`RUN_KEYS`, those a resumed or re-tested run may change (bookkeeping only).
 FREE_RUN_KEYS: frozenset[str] = frozenset(
-    {"out", "device", "resume", "stop_after", "num_threads", "progress", "wandb", "compile_mode"}
+    {"out", "device", "resume", "stop_after", "num_threads", "progress", "wandb", "compile_mode", "checkpoint_minutes",
+     "overwrite", "test_only", "allow_unfinished"}
 )
 
 
@@ -165,7 +166,7 @@ def check_resume(
         changes = "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, a, b in diff)
         raise ConfigError(
             f"{what}: the run in {config.get('out')} was trained with another config ({changes}); continue it with "
-            f"its own settings (--config {Path(str(config.get('out'))) / 'config.yaml'}, changing only bookkeeping "
+            f"its own settings (--out {config.get('out')} --resume with no --config, changing only bookkeeping "
             "such as --device or --stop-after), or start a new run in another --out"
         )
 

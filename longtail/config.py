@@ -40,7 +40,11 @@ class LTConfig:
     seed: int = 0  # seed of init, sampler and augmentation (not of the subset: see subset_seed)
     out: str = "runs/longtail"  # output folder
     wandb: Literal["offline", "online", "disabled"] = "offline"  # W&B mode
-    resume: bool = False  # continue from OUT/checkpoint.pt
+    resume: bool = False  # continue from OUT/checkpoint.pt (--out RUN --resume alone reads RUN/config.yaml)
+    overwrite: bool = False  # start a new run in an --out holding another run (its outputs are deleted first)
+    test_only: bool = False  # test OUT/checkpoint.pt of the recorded run again without training
+    allow_unfinished: bool = False  # --test-only of a run whose training has not finished (metrics say finished: false)
+    checkpoint_minutes: float = 5.0  # also write OUT/checkpoint.pt when this many minutes passed (0 = off)
     amp: bool = False  # bf16 autocast (CUDA; CPU with native bf16: ~1.6x faster on AVX512-BF16)
     channels_last: bool = False  # channels-last memory format
     compile: bool = False  # torch.compile the training step (CUDA)

@@ -44,6 +44,7 @@ from fewshot_sla.io import (
     resolve_cache_dir,
 )
 from fewshot_sla.io import normalize as _normalize
+from fewshot_sla.lifecycle import check_distinct_classes
 from fewshot_sla.utils import DataError
 
 __all__ = [
@@ -299,8 +300,10 @@ def _read_imagefolder(
     out: list = []
     names: dict[str, list[str]] = {}
     digests: dict[str, str] = {}
+    listing = {split: _list_split(root / split) for split in ("train", "test")}
+    check_distinct_classes((root / split / c, fs) for split, (cs, fss, _) in listing.items() for c, fs in zip(cs, fss))
     for split in ("train", "test"):
-        classes, files, key = _list_split(root / split)
+        classes, files, key = listing[split]
         digests[split] = key
         if not classes:
             raise DataError(f"{root / split} has no class folders; expected {root / split}/<class>/*.jpg")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fewshot_sla import SLAClassifier, checkpoint, runs
+from fewshot_sla import SLAClassifier, checkpoint, lifecycle, runs
 from fewshot_sla.config import ConfigError, load_config
 from fewshot_sla.io import class_folders, decode_images, image_files
 from fewshot_sla.utils import DataError, inference_batches, read_json
@@ -299,6 +299,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LongTai
         raise DataError(f"{run} has no checkpoint.pt: the run has not saved weights yet (train it first)")
     dev = torch.device(device)
     st = checkpoint.load(weights, map_location=dev)
+    lifecycle.check_checkpoint(st, weights)
     state = st.get("model")
     if not isinstance(state, dict) or not state:
         raise DataError(f"{weights} holds no 'model' state dict; it was not written by sla-longtail")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fewshot_sla import SLAClassifier, Transform, extras, get_transform, runs
+from fewshot_sla import SLAClassifier, Transform, checkpoint, distributed, extras, get_transform, lifecycle, runs
 from fewshot_sla import engine as eng
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import ConfigError, config_from_dict, to_dict
@@ -56,6 +56,8 @@ __all__ = [
 
 #: The run record's kind (``OUT/recipe.json``'s ``"kind"``).
 KIND = "longtail"
+#: The command that trains a run (named in the messages that say how to resume one).
+COMMAND = "sla-longtail"
 #: Config keys a resumed run may change besides :data:`fewshot_sla.runs.FREE_RUN_KEYS`: where the data lives (its
 #: content is checked against the record instead), how often the test set is looked at during training and in
 #: batches of how many images (speed only).
@@ -273,31 +275,78 @@ def _data_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
     return out
 
 
-def open_run(cfg: LTConfig, data: LTData, out: str | Path, write: bool = True) -> tuple[Recipe, dict[str, Any]]:
+def open_run(cfg: LTConfig, data: LTData, out: str | Path, write: bool = True,
+             world_size: int = 1) -> tuple[Recipe, dict[str, Any]]:
     """The run's recipe and record: resolved and written to ``OUT/recipe.json`` (when ``write``: rank 0), or, when
-    ``cfg.resume`` finds a checkpoint, the recorded ones after checking that nothing but bookkeeping changed.
+    ``cfg.resume`` finds a checkpoint or ``cfg.test_only`` re-tests, the recorded ones after checking that nothing
+    but bookkeeping changed. A new run in a folder holding another run is refused unless ``cfg.overwrite``
+    (:func:`fewshot_sla.lifecycle.check_new_run`).
 
     Raises:
-        ConfigError: ``--resume`` with a training config other than the recorded one (naming the keys).
+        ConfigError: a training config other than the recorded one (naming the keys), another number of processes
+            where it changes training, or a folder holding another run.
         DataError: ``--resume`` of a run without a record, or on data that no longer matches it (naming what).
     """
     recipe = resolve(cfg, data)
     out = Path(out)
-    if cfg.resume and (out / "checkpoint.pt").is_file():
-        record = runs.read_record(out, KIND, "--resume", legacy=LEGACY_DEFAULTS)
-        runs.check_resume(record, to_dict(cfg), free=FREE_KEYS)
+    if cfg.test_only or (cfg.resume and (out / "checkpoint.pt").is_file()):
+        what = "--test-only" if cfg.test_only else "--resume"
+        record = runs.read_record(out, KIND, what, legacy=LEGACY_DEFAULTS)
+        runs.check_resume(record, to_dict(cfg), free=FREE_KEYS, what=what)
+        if not cfg.test_only:
+            lifecycle.check_processes(record, world_size, cfg.sync_bn, processes_matter(cfg))
         diff = _data_differences(record["recipe"], recipe.to_dict())
         if diff:
             raise DataError(
-                f"--resume: the data under {cfg.data_root} no longer matches the run's record "
+                f"{what}: the data under {cfg.data_root} no longer matches the run's record "
                 f"({out / runs.RECORD_FILE}): {'; '.join(diff)}; point --data-root at the data the run trained on, "
                 "or start a new run in another --out"
             )
         return from_record(record, cfg), record
-    record = recipe.record()
+    lifecycle.check_new_run(out, cfg.resume, cfg.overwrite, COMMAND, clear=write)
+    distributed.barrier()  # every rank has looked at the folder before rank 0 writes the record into it
+    record = {**recipe.record(), "processes": lifecycle.processes(world_size, cfg.sync_bn)}
     if write:
         runs.write_record(out, record)
     return recipe, record
+
+
+def processes_matter(cfg: LTConfig) -> str | None:
+    """Why another number of processes changes what a resumed run trains (None: with --sync-bn it does not)."""
+    if cfg.sync_bn:
+        return None
+    return ("without --sync-bn each process's BatchNorm normalises over its share of the global batch "
+            "(batch_size / processes images)")
+
+
+def retest_status(cfg: LTConfig, out: str | Path) -> bool:
+    """For ``--test-only``: whether the run in ``out`` finished training (its checkpoint.pt at the last epoch).
+
+    Raises:
+        DataError: no checkpoint.pt to test.
+        ConfigError: an unfinished run without ``--allow-unfinished``.
+    """
+    ckpt = Path(out) / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise DataError(f"--test-only tests the run's weights {ckpt}, which do not exist: train the run first (the "
+                        "same command without --test-only), or point --out at a trained run folder")
+    record = runs.read_record(out, KIND, "--test-only", legacy=LEGACY_DEFAULTS)
+    done = int(checkpoint.load(ckpt).get("unit") or 0)
+    return lifecycle.check_finished(done, int(record["config"]["epochs"]), "epoch", cfg.allow_unfinished, COMMAND, out)
+
+
+def load_last(model: nn.Module, out: str | Path, device: torch.device, finished: bool) -> eng.FitResult:
+    """Load ``out/checkpoint.pt``'s weights into ``model`` for ``--test-only``; returns what :func:`finish` records
+    of the training (epochs done, history)."""
+    path = Path(out) / "checkpoint.pt"
+    st = checkpoint.load(path, device)
+    lifecycle.check_checkpoint(st, path)
+    try:
+        model.load_state_dict(st["model"])
+    except (KeyError, RuntimeError) as e:
+        raise DataError(f"{path} does not fit the model of the run's record ({type(e).__name__}: {str(e)[:300]}); "
+                        "the folder mixes files of different runs") from None
+    return eng.FitResult(int(st.get("unit") or 0), finished, list(st.get("history") or []), dict(st.get("best") or {}))
 
 
 # -- the model and the loop -------------------------------------------------------------------------------------------
@@ -471,6 +520,8 @@ def finish(recipe: Recipe, record: Mapping[str, Any], model: SLAClassifier, data
     preds = evaluate(model, data.test_images, ctx.device, recipe.stats, cfg.eval_batch)
     labels = data.test_labels.numpy()
     metrics = {"epochs_done": fit.units_done, **report(preds, labels, counts)}
+    if not fit.finished:  # --test-only --allow-unfinished: not a finished seed for sla-report and the scripts
+        metrics["finished"] = False
     main = metrics["test/main_mode"]
     title = (
         f"{cfg.dataset}-LT {cfg.imbalance_ratio:g}, {cfg.loss}{'+DRW' if cfg.drw else ''}, "

@@ -32,7 +32,7 @@ data=${DATA:-.data}
 runs=${RUNS:-runs/lt_budget_cpu}
 committed=${COMMITTED:-docs/runs/longtail_budget_cpu}
 unfinished=${UNFINISHED:-docs/runs_unfinished/longtail_budget_cpu}
-finished() { grep -qs '"test/acc"' "$1/metrics.json"; }  # RUN: test/acc in its metrics.json (protocol.is_finished)
+finished() { grep -qs '"test/acc"' "$1/metrics.json" && ! grep -qs '"finished": false' "$1/metrics.json"; }  # RUN: test/acc in its metrics.json (protocol.is_finished)
 epochs_done() { if [ -f "$1/history.jsonl" ]; then wc -l < "$1/history.jsonl"; else echo 0; fi; }  # RUN: rows logged
 copy_finished() {  # FROM TO: the records of FROM's finished runs into TO, same layout
   [ -d "$1" ] || return 0

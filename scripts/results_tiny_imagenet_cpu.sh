@@ -26,7 +26,7 @@ common=(--dataset tiny-imagenet --data-root "$data" --backbone conv4 --ways 5 --
         --test-shots 1 --test-queries 15 --val-episodes 50 --test-episodes "${TEST_EPISODES:-0}"
         --num-threads "${THREADS:-1}" --distance sqeuclidean --encode joint --resume)
 
-finished() { [ -f "$1/metrics.json" ] && grep -q '"test/acc"' "$1/metrics.json"; }
+finished() { [ -f "$1/metrics.json" ] && grep -q '"test/acc"' "$1/metrics.json" && ! grep -q '"finished": false' "$1/metrics.json"; }
 
 one() {  # one run: train + test 5w1s, then the 5w5s re-test
   local out=$1; shift

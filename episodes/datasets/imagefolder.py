@@ -36,6 +36,7 @@ from fewshot_sla.io import (
     read_cached,
     resolve_cache_dir,
 )
+from fewshot_sla.lifecycle import check_distinct_classes
 from fewshot_sla.progress import progress_bar
 from fewshot_sla.utils import DataError
 
@@ -324,6 +325,7 @@ def load_imagefolder(
         raise ValueError(f"--image-size must be a positive integer (0 = the default); got {image_size}")
     base = Path(root).expanduser()
     listing = _list_imagefolder(base, class_split, split_seed, classes)
+    check_distinct_classes((c.folder, c.files) for cs in listing.values() for c in cs)
     for s, found in listing.items():
         ways = (min_classes or {}).get(s, 0)
         if len(found) < ways:

@@ -243,7 +243,9 @@ def _load_run(d: Path) -> Run:
     if isinstance(got, str):
         return Run(d, metrics, dict(config), None, None, None, None, False, got)
     ident, group, kind, spec = got
-    finished = has_metrics and any(c["key"] in metrics for c in spec["columns"])
+    # "finished": false: weights of an unfinished run tested with --test-only --allow-unfinished
+    finished = (has_metrics and metrics.get("finished") is not False
+                and any(c["key"] in metrics for c in spec["columns"]))
     status = "" if finished else _unfinished_status(metrics, config, has_metrics)
     return Run(d, metrics, dict(config), ident, group, kind, spec, finished, status)
 

@@ -88,6 +88,9 @@ def test_every_engine_collective_is_on_the_backend_device(fake_nccl, tmp_path, m
         return module  # one process stands in for the wrapper; accumulate=1 never asks for no_sync
 
     monkeypatch.setattr(nn.parallel, "DistributedDataParallel", ddp)
+    # the ranks' agreement on a signal / a timed checkpoint is its own collective (test below): the fake answers 7 to
+    # every reduction, which would read as a signal on some rank
+    monkeypatch.setattr(engine, "_agree", lambda ctx, timed, stopping: (timed, stopping))
     spec = engine.RunSpec(str(tmp_path), device="cpu", progress=False)
     ctx = engine.Context(spec, torch.device("cpu"), distributed.DistInfo(rank=0, world_size=2))
     task = BNTask()
@@ -162,3 +165,14 @@ def test_batchnorm_replay_pads_a_short_window_and_skips_syncbn(monkeypatch):
     for k, v in m[0].state_dict().items():
         assert torch.allclose(v.double(), want[k].double(), atol=1e-7), k
     assert torch.allclose(m[0].running_mean, torch.tensor([0.2, 0.4]))  # 0.9 * 0 + 0.1 * [2, 4]
+
+
+def test_the_ranks_agree_on_a_signal_through_the_backend_device(fake_nccl, tmp_path):
+    """Whether any rank got SIGINT/SIGTERM (or its clock says a checkpoint is due) is summed over the ranks, so that
+    every rank stops (or checkpoints) after the same unit; one process asks no collective."""
+    spec = engine.RunSpec(str(tmp_path), device="cpu", progress=False)
+    two = engine.Context(spec, torch.device("cpu"), distributed.DistInfo(rank=0, world_size=2))
+    assert engine._agree(two, False, False) == (True, True)  # the other rank's answer (7) says yes to both
+    assert fake_nccl == [("all_reduce", torch.device("meta"))]
+    one = engine.Context(spec, torch.device("cpu"), distributed.DistInfo(rank=0, world_size=1))
+    assert engine._agree(one, True, False) == (True, False) and len(fake_nccl) == 1

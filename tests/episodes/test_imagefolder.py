@@ -54,8 +54,9 @@ def _make_classes(root: Path, names, per_class=3, size=(10, 10), grey=False, see
 
 def _split_layout(root: Path, per_class=3, grey=False, size=(10, 10)) -> dict:
     arrays = {}
-    for s, names in {"train": ["t_b", "t_a", "t_c"], "val": ["v_a", "v_b"], "test": ["x_a", "x_b", "x_c"]}.items():
-        arrays.update({(s, *k): v for k, v in _make_classes(root / s, names, per_class, size, grey).items()})
+    splits = {"train": ["t_b", "t_a", "t_c"], "val": ["v_a", "v_b"], "test": ["x_a", "x_b", "x_c"]}
+    for seed, (s, names) in enumerate(splits.items()):  # other pixels per split: a copied class is refused
+        arrays.update({(s, *k): v for k, v in _make_classes(root / s, names, per_class, size, grey, seed).items()})
     return arrays
 
 
@@ -283,7 +284,7 @@ def test_second_load_uses_the_cache(tmp_path, monkeypatch):
     # other settings, or other files, are other keys: they decode (here: fail)
     with pytest.raises(AssertionError, match="decoded again"):
         load_imagefolder(tmp_path, image_size=14, progress=False)
-    _make_classes(tmp_path / "train", ["t_d"], per_class=3, grey=True)
+    _make_classes(tmp_path / "train", ["t_d"], per_class=3, grey=True, seed=7)
     with pytest.raises(AssertionError, match="decoded again"):
         load_imagefolder(tmp_path, progress=False)
     monkeypatch.undo()

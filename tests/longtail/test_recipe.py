@@ -51,12 +51,12 @@ def _hand_stats(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _add_class(root: Path, name: str, side: int, n: int, value: int = 250) -> None:
-    """A bright class folder (``side`` x ``side`` images) in both splits."""
-    for split in ("train", "test"):
+    """A bright class folder (``side`` x ``side`` images) in both splits (test one shade darker: not a copy)."""
+    for shade, split in enumerate(("train", "test")):
         d = root / split / name
         d.mkdir()
         for i in range(n):
-            Image.fromarray(np.full((side, side, 3), value, dtype=np.uint8)).save(d / f"{i:04d}.png")
+            Image.fromarray(np.full((side, side, 3), value - shade, dtype=np.uint8)).save(d / f"{i:04d}.png")
 
 
 def test_folder_statistics_are_its_own_recorded_and_used_by_the_predictor(folder, tmp_path):
