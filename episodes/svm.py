@@ -15,14 +15,18 @@ MetaOptNet's code) keeps ``P`` positive definite for the solver. qpth is importe
 used (learn2learn's install brings it; else ``pip install qpth``).
 
 **Training** (gradients needed) solves through qpth, whose implicit gradients flow into the features. **Evaluation**
-(no gradient) solves many episodes' QPs at once with :func:`svm_dual_batched`, a primal-dual interior-point method
-(Mehrotra's predictor-corrector) that uses the problem's structure: with the dual variables ordered class-major,
-``P + D`` (``D`` the diagonal barrier term of an iteration) is block-diagonal with ``ways`` blocks
-``K + ridge I + D_k`` of size ``S x S``, and the equality constraint couples the blocks through an ``S x S`` Schur
-complement ``sum_k (K + ridge I + D_k)^-1``; one Newton step costs ``O(ways S^3)`` instead of qpth's
-``O((ways S)^3)``. Each episode iterates until its own residuals and duality gap fall below ``tol`` (1e-11; float64),
-so its solution does not depend on the other episodes of the batch, and it agrees with qpth run to convergence to
-the solvers' tolerance (tests/episodes/test_svm.py).
+(no gradient) solves many episodes' QPs at once with :func:`svm_dual_batched`, exactly, by a primal-dual active-set
+method: guess which bounds ``alpha_i^k <= C [k == y_i]`` are active, solve the equality-constrained QP with those
+entries at their bounds, update the guess from the solution's signs (entries past their bound, bounds with negative
+multipliers), until the guess stands (usually 2-12 iterations). Each equality-constrained solve uses the structure:
+with ``G = (K + ridge I)^-1`` (one ``S x S`` inverse per episode), it reduces to one small block per class (the
+class's pinned samples, or its free ones, whichever are fewer) and one ``S x S`` system that couples the classes
+(Woodbury or a Schur complement), ``O(S^3 + ways b^3)`` instead of the interior-point method's ``O(ways S^3)`` per
+iteration. The structured interior-point method (Mehrotra's predictor-corrector, ``ways`` blocks ``K + ridge I +
+D_k`` and an ``S x S`` Schur complement) stays as the fallback for an episode the active-set method does not finish.
+Episodes go through in chunks sized from the free memory, each episode stops on its own, so its solution does not
+depend on the other episodes of the batch or on the chunking; it agrees with qpth run to convergence to qpth's
+tolerance (tests/episodes/test_svm.py).
 """
 
 from __future__ import annotations
@@ -96,23 +100,26 @@ def _padded_indices(mask: Tensor) -> tuple[Tensor, Tensor]:
     return order, torch.arange(width, device=mask.device) < count[:, None]
 
 
-def _class_lists(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per episode and class, the samples where ``mask`` ``(E, S, w)`` holds, padded: indices ``(E, w, b)``, valid
-    ``(E, w, b)`` and valid pairs ``(E, w, b, b)``."""
+def _class_lists(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per episode and class, the samples where ``mask`` ``(E, S, w)`` holds, first and padded: indices and valid
+    ``(E, w, b)``."""
     e, s, w = mask.shape
     idx, valid = _padded_indices(mask.transpose(1, 2).reshape(e * w, s))
-    idx, valid = idx.view(e, w, -1), valid.view(e, w, -1)
-    return idx, valid, valid[..., :, None] & valid[..., None, :]
+    return idx.view(e, w, -1), valid.view(e, w, -1)
 
 
-def _class_blocks(mat: Tensor, idx: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
+def _class_blocks(mat: Tensor, idx: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     """The principal blocks ``mat[idx_k, idx_k]`` ``(E, w, b, b)`` of each class (padding: identity), their
-    Cholesky factors and their inverses (padding: zero)."""
+    Cholesky factors and their inverses (padding: zero). The valid rows come first, so a padded block is
+    ``diag(A, I)`` and its factor and inverse are block-diagonal too."""
     e = mat.shape[0]
     blocks = mat[torch.arange(e, device=mat.device)[:, None, None, None], idx[..., :, None], idx[..., None, :]]
-    eye = torch.eye(idx.shape[-1], dtype=mat.dtype, device=mat.device)
-    chol = torch.linalg.cholesky(torch.where(pairs, blocks, eye))
-    return chol, torch.where(pairs, torch.cholesky_inverse(chol), 0.0)
+    blocks.masked_fill_(~(valid[..., :, None] & valid[..., None, :]), 0.0)
+    blocks.diagonal(dim1=-2, dim2=-1).masked_fill_(~valid, 1.0)
+    chol = torch.linalg.cholesky(blocks)
+    inv = torch.cholesky_inverse(chol)
+    inv.diagonal(dim1=-2, dim2=-1).masked_fill_(~valid, 0.0)
+    return chol, inv
 
 
 def _embed_sum(blocks: Tensor, idx: Tensor, s: int) -> Tensor:
@@ -140,18 +147,30 @@ def _pinned_face(kt: Tensor, g: Tensor, g0: Tensor, pinned: Tensor, onehot: Tens
     ``O(S^3 + sum_k |B_k|^3)``: cheap when few entries per class are pinned.
     """
     e, s, w = onehot.shape
-    idx, valid, pairs = _class_lists(pinned)
+    idx, valid = _class_lists(pinned)
     if idx.shape[-1] == 0:
         return g0
-    chol, inv = _class_blocks(g, idx, pairs)
+    chol, inv = _class_blocks(g, idx, valid)
     cap = torch.linalg.cholesky(w * kt - _embed_sum(inv, idx, s))
-    rhs = torch.where(valid, (g0 - c * onehot).transpose(1, 2).gather(2, idx), 0.0)  # (E, w, b)
-    v = _block_solve(chol, rhs, valid)
-    qv = torch.zeros(e, s, dtype=g.dtype, device=g.device).scatter_add_(1, idx.reshape(e, -1), v.reshape(e, -1))
-    u = torch.cholesky_solve(qv.unsqueeze(-1), cap).squeeze(-1)
-    mu = v + _block_solve(chol, torch.where(valid, u.gather(1, idx.reshape(e, -1)).view_as(v), 0.0), valid)
-    mu = torch.zeros(e, w, s, dtype=g.dtype, device=g.device).scatter_add_(2, idx, mu).transpose(1, 2)
-    return g0 + g @ (mu.sum(-1, keepdim=True) / w - mu)
+    flat = idx.reshape(e, -1)
+    bound = c * onehot
+
+    def solve(rhs: Tensor) -> Tensor:  # N^-1 rhs, (E, w, b)
+        v = _block_solve(chol, rhs, valid)
+        qv = torch.zeros(e, s, dtype=g.dtype, device=g.device).scatter_add_(1, flat, v.reshape(e, -1))
+        u = torch.cholesky_solve(qv.unsqueeze(-1), cap).squeeze(-1)
+        return v + _block_solve(chol, torch.where(valid, u.gather(1, flat).view_as(v), 0.0), valid)
+
+    def alpha_of(mu: Tensor) -> Tensor:  # g0 + G (sum_k mu_k / ways - mu), (E, S, w)
+        mu = torch.zeros(e, w, s, dtype=g.dtype, device=g.device).scatter_add_(2, idx, mu).transpose(1, 2)
+        return g0 + g @ (mu.sum(-1, keepdim=True) / w - mu)
+
+    def excess(alpha: Tensor) -> Tensor:  # alpha - bound on the pinned entries, (E, w, b)
+        return torch.where(valid, (alpha - bound).transpose(1, 2).gather(2, idx), 0.0)
+
+    mu = solve(excess(g0))  # alpha_B = g0_B - N mu
+    mu = mu + solve(excess(alpha_of(mu)))  # one step of refinement: G is as ill-conditioned as K~
+    return torch.where(pinned, bound, alpha_of(mu))
 
 
 def _free_face(kt: Tensor, pinned: Tensor, onehot: Tensor, c: float) -> Tensor:
@@ -161,8 +180,8 @@ def _free_face(kt: Tensor, pinned: Tensor, onehot: Tensor, c: float) -> Tensor:
     are free per class (every sample is free in at least one class, so the system is positive definite)."""
     e, s, w = onehot.shape
     free = ~pinned
-    idx, valid, pairs = _class_lists(free)
-    chol, inv = _class_blocks(kt, idx, pairs)
+    idx, valid = _class_lists(free)
+    chol, inv = _class_blocks(kt, idx, valid)
     fixed = torch.where(free, 0.0, c * onehot)  # pinned entries at their bounds
     rhs = torch.where(valid, (onehot - kt @ fixed).transpose(1, 2).gather(2, idx), 0.0)
     const = fixed.transpose(1, 2).scatter_add(2, idx, _block_solve(chol, rhs, valid))  # (E, w, S)
@@ -203,20 +222,23 @@ def _face_targets(
 
 
 def _active_set_chunk(
-    k: Tensor, onehot: Tensor, c: float, ridge: float, max_iter: int, tol: float, max_bytes: int
-) -> tuple[Tensor, Tensor]:
+    k: Tensor, onehot: Tensor, c: float, ridge: float, max_iter: int, tol: float, max_bytes: int,
+    pinned: Tensor | None = None, patience: int = 6,
+) -> tuple[Tensor, Tensor, Tensor]:
     """The primal-dual active-set method (Hintermueller, Ito & Kunisch, SIAM J. Optim. 2002) on the dual:
-    ``(E, S, S), (E, S, w) -> alpha (E, S, w), converged (E,)``.
+    ``(E, S, S), (E, S, w) -> alpha (E, S, w), converged (E,), the last guess (E, S, w)``.
 
     Each iteration guesses which bounds ``alpha_i^k <= C [k == y_i]`` hold with equality ("pinned"), solves the
     dual exactly with those entries at their bounds (:func:`_face_targets`), and updates the guess from the
     solution: a pinned entry stays pinned while its bound's multiplier ``mu = e - nu - K~ alpha`` is positive, a free
     entry is pinned when it exceeds its bound. When the guess no longer changes, the solution satisfies the KKT
     conditions (to ``tol`` relative to the sizes of the terms) and is the optimum, exact up to rounding; the method
-    usually gets there in 2-12 iterations. It starts from the bounds of the labelled classes (``alpha_i^{y_i} = C``),
-    where the optimum lies when ``K`` is small against ``ridge``. An episode whose guess still changes after
-    ``max_iter`` iterations comes back unconverged. Every sample keeps at least one free entry: with all of its
-    entries at their bounds, ``sum_k alpha_i^k = 0`` would be infeasible.
+    usually gets there in 2-12 iterations. It starts from the guess ``pinned`` (None: no bound, the unconstrained
+    minimiser ``G (e - 1/ways)``). The method is not monotone and can cycle (seen on
+    unclustered features with ``K`` large against ``ridge``): an episode whose number of changes has not reached a
+    new low in ``patience`` iterations, or that still changes after ``max_iter``, comes back unconverged. Every
+    sample keeps at least one free entry: with all of its entries at their bounds, ``sum_k alpha_i^k = 0`` would be
+    infeasible.
     """
     n_ep, s, w = onehot.shape
     kt = k + ridge * torch.eye(s, dtype=k.dtype, device=k.device)
@@ -226,10 +248,13 @@ def _active_set_chunk(
     # rounding: |(K~ alpha)_i| <= max_j K~_jj * C * S, and alpha's entries are at most C in size
     tol_mu = tol * (1 + c * s * kt.diagonal(dim1=1, dim2=2).amax(1))[:, None, None]
     tol_alpha = tol * c
-    pinned = torch.zeros_like(onehot, dtype=torch.bool)  # the first solution is the unconstrained g0
+    pinned = torch.zeros_like(onehot, dtype=torch.bool) if pinned is None else pinned
+    last = pinned.clone()
     out = torch.zeros_like(onehot)
     converged = torch.zeros(n_ep, dtype=torch.bool, device=k.device)
     idx = torch.arange(n_ep, device=k.device)
+    fewest = torch.full((n_ep,), s * w + 1, device=k.device)  # the fewest changes of the guess so far
+    stalled = torch.zeros(n_ep, dtype=torch.long, device=k.device)  # iterations since that fell
     for _ in range(max_iter):
         alpha = _face_targets(kt, g, g0, onehot, pinned, c, max_bytes)
         grad = kt @ alpha - onehot
@@ -241,15 +266,46 @@ def _active_set_chunk(
         full = new.all(-1)
         if full.any():  # free the entry that least wants its bound
             new = torch.where(full.unsqueeze(-1), new & (crit != crit.amin(-1, keepdim=True)), new)
-        fin = (new == pinned).flatten(1).all(1)
+        changes = (new != pinned).flatten(1).sum(1)
+        fin = changes == 0
         out[idx[fin]], converged[idx[fin]] = alpha[fin], True
-        if fin.all():
+        last[idx] = new
+        stalled = torch.where(changes < fewest, 0, stalled + 1)
+        fewest = torch.minimum(fewest, changes)
+        keep = ~fin & (stalled < patience)  # a guess that keeps changing as much: cycling, left to the fallback
+        if not keep.any():
             break
-        keep = ~fin
-        idx, kt, g, g0, onehot, bound, tol_mu, pinned = (
-            t[keep] for t in (idx, kt, g, g0, onehot, bound, tol_mu, new)
+        idx, kt, g, g0, onehot, bound, tol_mu, pinned, fewest, stalled = (
+            t[keep] for t in (idx, kt, g, g0, onehot, bound, tol_mu, new, fewest, stalled)
         )
-    return out, converged
+    return out, converged, last
+
+
+def _continued_active_set(
+    k: Tensor, onehot: Tensor, c: float, ridge: float, max_iter: int, tol: float, max_bytes: int, factor: float = 4.0,
+) -> tuple[Tensor, Tensor]:
+    """:func:`_active_set_chunk` along a path of ridges, ``(E, S, S), (E, S, w) -> alpha, converged (E,)``.
+
+    With ``K`` small against the ridge the active-set method needs a few iterations; with ``K`` large (trained
+    features: ``K_ii`` in the thousands against ``ridge = 1``) it often still does, but its guesses can cycle. An
+    episode where they do is solved again along a path: first with the ridge at about ``max_i K_ii / factor``, then
+    with the ridge divided by ``factor`` at each stage down to ``ridge``, each stage starting from the previous
+    stage's active bounds, which change little from one stage to the next. Only the last stage's solution is returned
+    (an intermediate stage that does not converge still hands on its guess).
+    """
+    alpha, converged, _ = _active_set_chunk(k, onehot, c, ridge, max_iter, tol, max_bytes)  # often enough
+    left = (~converged).nonzero().squeeze(1)
+    if len(left) == 0:
+        return alpha, converged
+    k, onehot = k[left], onehot[left]
+    ridges = [ridge]
+    while ridges[-1] * factor < float(k.diagonal(dim1=1, dim2=2).amax()):
+        ridges.append(ridges[-1] * factor)
+    pinned = None
+    for r in reversed(ridges):
+        a, done, pinned = _active_set_chunk(k, onehot, c, r, max_iter, tol, max_bytes, pinned)
+    alpha[left], converged[left] = a, done
+    return alpha, converged
 
 
 def _ipm_chunk(k: Tensor, onehot: Tensor, c: float, ridge: float, max_iter: int, tol: float) -> Tensor:
@@ -327,6 +383,10 @@ def _ipm_chunk(k: Tensor, onehot: Tensor, c: float, ridge: float, max_iter: int,
     return z.transpose(1, 2)
 
 
+#: The most iterations of the interior-point fallback (it converges in about 10-25).
+_IPM_ITER = 100
+
+
 def _memory_budget(device: torch.device) -> int:
     """Bytes the solver may hold at once on ``device``: a quarter of what is free now (CUDA: ``mem_get_info``;
     CPU: ``MemAvailable`` of /proc/meminfo, else 2 GiB)."""
@@ -362,30 +422,32 @@ def svm_dual_batched(
     gram: Tensor, support_y: Tensor, ways: int, c: float = 0.1, ridge: float = 1.0, max_iter: int = 60,
     tol: float = 1e-11, max_bytes: int | None = None,
 ) -> Tensor:
-    """The Crammer-Singer dual of many episodes at once (the QP of :func:`svm_head`), solved to ``tol``.
+    """The Crammer-Singer dual of many episodes at once (the QP of :func:`svm_head`), solved exactly.
 
     Episodes are solved in chunks whose work space stays within ``max_bytes`` (:func:`svm_chunks`), each chunk by
-    semismooth Newton on the dual's pieces (``_newton_chunk``: one ``S x S`` inverse per episode, then a few small
-    exact solves); an episode it does not finish goes to the structured interior-point method (``_ipm_chunk``),
-    chunked by its own, larger, work space. Every episode stops on its own duality gap, so its solution does not
-    depend on the other episodes of the batch or on the chunking.
+    a primal-dual active-set method (``_active_set_chunk``: one ``S x S`` inverse per episode, then a few exact
+    solves on guessed sets of active bounds, each ``O(S^3 + ways b^3)`` with ``b`` a class's pinned or free count,
+    whichever is smaller); an episode it does not finish in ``max_iter`` iterations goes to the structured
+    interior-point method (``_ipm_chunk``, ``O(ways S^3)`` per iteration), chunked by its own, larger, work space.
+    Each episode stops on its own, so its solution does not depend on the other episodes of the batch or on the
+    chunking.
 
     Args:
         gram: ``(E, S, S)`` Gram matrices ``X X^T`` of the episodes' support features.
         support_y: ``(S,)`` labels shared by every episode, or ``(E, S)``, in ``[0, ways)``.
         ways: number of classes.
         c, ridge: as :func:`svm_head`.
-        max_iter: the most Newton steps (usually 2-6), and the most interior-point iterations of the fallback.
-        tol: stop an episode when its duality gap is below it (Newton: ``1/2 |X^T (a_hat - alpha)|^2``; the
-            interior-point method: its residuals and ``sum s * lam``); the objective is then within about ``tol``
-            of the optimum.
+        max_iter: the most active-set iterations at a ridge (usually 2-12); the interior-point fallback takes up to
+            100 (it needs about 15).
+        tol: the active-set method's KKT tolerance, relative to the sizes of the terms (its solution is then exact
+            up to rounding); the interior-point method stops when its residuals and duality gap are below it.
         max_bytes: the work space of one chunk; None: a quarter of the free memory of ``gram``'s device.
 
     Returns:
         ``alpha`` ``(E, S, ways)`` in float64: ``alpha_i^k <= C [k == y_i]``, ``sum_k alpha_i^k = 0``.
 
     Raises:
-        ValueError: bad shapes or ``C <= 0``; RuntimeError: an episode that did not converge in ``max_iter``.
+        ValueError: bad shapes or ``C <= 0``; RuntimeError: an episode neither method solved.
     """
     if gram.dim() != 3 or gram.shape[1] != gram.shape[2]:
         raise ValueError(f"svm_dual_batched: gram must be (E, S, S), got {tuple(gram.shape)}")
@@ -403,24 +465,34 @@ def svm_dual_batched(
     for lo, hi in svm_chunks(e, svm_episode_bytes(s, ways, "newton"), budget):
         k = gram[lo:hi].to(torch.float64)
         onehot = F.one_hot(y[lo:hi], ways).to(torch.float64)
-        a, done = _active_set_chunk(k, onehot, c, ridge, max_iter, tol, budget)
+        a, done = _continued_active_set(k, onehot, c, ridge, max_iter, tol, budget)
         alpha[lo:hi] = a
         left = (~done).nonzero().squeeze(1)
         for a2, b2 in svm_chunks(len(left), svm_episode_bytes(s, ways, "ipm"), budget):
             sel = left[a2:b2]
-            alpha[lo + sel] = _ipm_chunk(k[sel], onehot[sel], c, ridge, max_iter, tol)
+            alpha[lo + sel] = _ipm_chunk(k[sel], onehot[sel], c, ridge, _IPM_ITER, tol)
     return alpha
-
 
 
 def svm_logits_batched(
     support_f: Tensor, support_y: Tensor, query_f: Tensor, ways: int, c: float = 0.1, ridge: float = 1.0,
+    max_bytes: int | None = None,
 ) -> Tensor:
     """Crammer-Singer SVM logits of many episodes: ``(E, S, D), (S,), (E, Q, D) -> (E, Q, ways)`` (no gradient;
-    :func:`svm_dual_batched`), in ``query_f``'s dtype."""
-    fs, fq = support_f.double(), query_f.double()
-    alpha = svm_dual_batched(fs @ fs.transpose(1, 2), support_y, ways, c, ridge)
-    return ((fq @ fs.transpose(1, 2)) @ alpha).to(query_f.dtype)
+    :func:`svm_dual_batched`), in ``query_f``'s dtype. Episodes go through in chunks whose float64 copies and
+    solver work space stay within ``max_bytes`` (None: a quarter of the free memory of the features' device); the
+    logits do not depend on the chunking."""
+    e, s, d = support_f.shape
+    q = query_f.shape[1]
+    budget = _memory_budget(support_f.device) if max_bytes is None else max_bytes
+    per_episode = 8 * ((s + q) * d + q * s + s * s + q * ways) + svm_episode_bytes(s, ways)
+    out = torch.empty(e, q, ways, dtype=query_f.dtype, device=query_f.device)
+    for lo, hi in svm_chunks(e, per_episode, budget):
+        fs, fq = support_f[lo:hi].double(), query_f[lo:hi].double()
+        y = support_y if support_y.dim() == 1 else support_y[lo:hi]
+        alpha = svm_dual_batched(fs @ fs.transpose(1, 2), y, ways, c, ridge, max_bytes=budget)
+        out[lo:hi] = ((fq @ fs.transpose(1, 2)) @ alpha).to(query_f.dtype)
+    return out
 
 
 class MetaOptSVM(MetricLearner):
