@@ -459,6 +459,11 @@ def svm_dual_batched(
             f"svm_dual_batched: support_y must be ({s},) or ({e}, {s}) for gram {tuple(gram.shape)}, "
             f"got {tuple(support_y.shape)}"
         )
+    if support_y.numel() and not 0 <= int(support_y.min()) <= int(support_y.max()) < ways:
+        raise ValueError(
+            f"svm_dual_batched: support labels must lie in [0, {ways}), got {int(support_y.min())}.."
+            f"{int(support_y.max())}; pass ways = the number of (joint) classes"
+        )
     budget = _memory_budget(gram.device) if max_bytes is None else max_bytes
     y = support_y.expand(e, s)
     alpha = torch.empty(e, s, ways, dtype=torch.float64, device=gram.device)

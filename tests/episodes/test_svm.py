@@ -287,3 +287,15 @@ def test_chunked_logits_equal_one_batch_and_a_memory_cap_forces_chunks(monkeypat
     assert calls == [2, 2, 2]
     torch.testing.assert_close(chunked, one, rtol=0, atol=1e-5)
     assert torch.equal(chunked.argmax(2), one.argmax(2))
+
+
+def test_batched_dual_refuses_bad_input_in_one_line():
+    from episodes.svm import svm_dual_batched
+
+    gram = torch.eye(4, dtype=torch.float64).expand(2, 4, 4)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got 0..2; pass ways"):
+        svm_dual_batched(gram, torch.tensor([0, 1, 2, 1]), 2)
+    with pytest.raises(ValueError, match=r"support_y must be \(4,\) or \(2, 4\)"):
+        svm_dual_batched(gram, torch.tensor([0, 1]), 2)
+    with pytest.raises(ValueError, match=r"gram must be \(E, S, S\)"):
+        svm_dual_batched(gram[0], torch.tensor([0, 1, 0, 1]), 2)
