@@ -5,14 +5,15 @@
   LoadData, RemapLabels) on the same Omniglot tensors, and sampling time as a share of a ProtoNet
   (Conv4) training step, baseline and SLA (rotation, M=4).
 * ``eval``: testing on 10,000 episodes with the test split embedded once (:mod:`episodes.evaluate`)
-  against the time of embedding the test split once (target: at most 1.5x), per learner (ProtoNet,
-  R2D2, MetaOptNet-SVM on Conv4, 5-way 1-shot 15-query, SLA rotation); the per-episode path (one
-  encoder pass per episode) is timed on ``--baseline-episodes`` episodes and scaled to the same count,
-  and its accuracies on those episodes are compared with the embed-once ones (they must be equal).
+  against the time of embedding the test split once (target: at most 1.5x; MetaOptNet-SVM: its heads at
+  most 2x), per learner (ProtoNet, R2D2, MetaOptNet-SVM on Conv4, SLA rotation) and episode shape
+  (``--eval-ways`` x ``--eval-shots``, 15 queries); the per-episode path (one encoder pass per episode) is
+  timed on ``--baseline-episodes`` episodes and scaled to the same count, and its accuracies on those
+  episodes are compared with the embed-once ones (they must be equal).
 
     python bench/episodes.py [--tables sampling eval] [--episodes 300] [--threads 2] [--ways 5 20] [--shots 1]
         [--queries 15] [--eval-episodes 10000] [--eval-learners protonet r2d2 svm] [--svm-episodes 1000]
-        [--baseline-episodes 100]
+        [--baseline-episodes 100] [--eval-ways 5] [--eval-shots 1]
 
 Uses the real Omniglot (Vinyals train split, 1028 classes x 20, and test split, 423 x 20; 28x28) from .data/
 (unpacked from ../shared/data by the tests or by ``python ../shared/data/materialize.py .data --only omniglot``);
@@ -132,10 +133,9 @@ def measure(images: torch.Tensor, labels: torch.Tensor, ways: int, shots: int, q
 
 
 def measure_eval(images: torch.Tensor, labels: torch.Tensor, learner: str, transform: str, episodes: int,
-                 timed_episodes: int, baseline_episodes: int) -> dict:
+                 timed_episodes: int, baseline_episodes: int, ways: int = 5, shots: int = 1, queries: int = 15) -> dict:
     """One row of the eval table: embedding the split once, ``timed_episodes`` embed-once episodes (scaled to
     ``episodes`` if fewer), and the per-episode path on ``baseline_episodes`` (scaled), with their accuracies."""
-    ways, shots, queries = 5, 1, 15
     data = FewShotData(images, labels, [str(c) for c in range(int(labels.max()) + 1)])
     torch.manual_seed(0)
     net = {"protonet": ProtoNet, "r2d2": R2D2, "svm": MetaOptSVM}[learner](Conv4(1, 28))
@@ -159,11 +159,13 @@ def measure_eval(images: torch.Tensor, labels: torch.Tensor, learner: str, trans
     same = per["acc_agg"][:k] == once["acc_agg"][:k] and per["acc_single"][:k] == once["acc_single"][:k]
     return {
         "learner": learner,
+        "episode": f"{ways}-way {shots}-shot",
         "SLA": f"{transform} (M={task.m})",
         "copies embedded": len(images) * task.m,
         "embed split s": t_embed,
         "episodes timed": timed_episodes,
         f"{episodes} heads s": t_heads,
+        "heads / embed": t_heads / t_embed,
         f"{episodes} embed-once s": t_embed + t_heads,
         "x embed": (t_embed + t_heads) / t_embed,
         f"per-episode path s (from {baseline_episodes})": t_per,
@@ -187,6 +189,8 @@ def main() -> int:
     ap.add_argument("--svm-episodes", type=int, default=1000,
                     help="svm: episodes timed (its QP dominates; scaled to --eval-episodes)")
     ap.add_argument("--baseline-episodes", type=int, default=100, help="episodes timed on the per-episode path")
+    ap.add_argument("--eval-ways", type=int, nargs="+", default=[5], help="eval table: ways of the test episodes")
+    ap.add_argument("--eval-shots", type=int, nargs="+", default=[1], help="eval table: shots of the test episodes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if "sampling" in args.tables:
@@ -197,15 +201,17 @@ def main() -> int:
         print(format_table(rows))
     if "eval" in args.tables:
         images, labels, source = omniglot("test")
-        print(f"\n### Test evaluation, 5-way 1-shot 15-query, Conv4: {args.eval_episodes} episodes with the test "
+        print(f"\n### Test evaluation, 15-query, Conv4: {args.eval_episodes} episodes with the test "
               f"split embedded once vs embedding it once (target <= 1.5x); {tuple(images.shape)} uint8, {source}; "
               f"CPU {args.threads} threads, torch {torch.__version__}\n")
         rows = []
-        for learner in args.eval_learners:
-            timed = min(args.eval_episodes, args.svm_episodes) if learner == "svm" else args.eval_episodes
-            rows.append(measure_eval(images, labels, learner, args.eval_transform, args.eval_episodes, timed,
-                                     args.baseline_episodes))
-            print(format_table(rows[-1:]), flush=True)  # each row as it comes (the whole table below)
+        for ways in args.eval_ways:
+            for shots in args.eval_shots:
+                for learner in args.eval_learners:
+                    timed = min(args.eval_episodes, args.svm_episodes) if learner == "svm" else args.eval_episodes
+                    rows.append(measure_eval(images, labels, learner, args.eval_transform, args.eval_episodes, timed,
+                                             args.baseline_episodes, ways, shots))
+                    print(format_table(rows[-1:]), flush=True)  # each row as it comes (the whole table below)
         print()
         print(format_table(rows))
     return 0

@@ -42,9 +42,13 @@ from .sampler import EpisodeSampler, episode_labels
 from .task import EpisodeTask
 
 __all__ = [
-    "STRATEGIES", "FeatureHead", "can_embed_once", "choose_strategy", "embed_split", "episode_logits",
-    "evaluate_episodes",
+    "HEAD_BATCH_BYTES", "STRATEGIES", "FeatureHead", "can_embed_once", "choose_strategy", "embed_split",
+    "episode_logits", "evaluate_episodes",
 ]
+
+#: The most bytes of gathered features per call of ``head_from_features_batch`` (20-way 5-shot 15-query SLA
+#: episodes of 1024-d float32 features take 6.5 MB each, so 39 episodes a call instead of 256).
+HEAD_BATCH_BYTES = 256 * 2**20
 
 #: ``auto``: embed once when that runs fewer images through the encoder than the episodes would (below, with a few
 #: validation episodes, the per-episode path is cheaper); both paths give the same logits.
@@ -200,7 +204,9 @@ def episode_logits(
         features: :func:`embed_split` of this task (in eval mode) and ``data.images``, to reuse one embedding
             for several evaluations (episode shapes, seeds); implies the embed-once path. None: embedded here.
         head_batch: episodes per call of a learner's ``head_from_features_batch`` where it has one (MetaOptNet-SVM:
-            the QPs of that many episodes solved together; each episode's logits are those of its own call).
+            the QPs of that many episodes solved together, in chunks sized from the free memory; each episode's
+            logits are those of its own call), fewer where their gathered features would exceed
+            :data:`HEAD_BATCH_BYTES`.
 
     Yields:
         ``(e, aggregated (Q, N), single (Q, N), y (Q,))`` with ``Q = ways * queries``, ``N = ways``, on ``device``.
@@ -234,8 +240,10 @@ def episode_logits(
         batch_head = getattr(task.learner, "head_from_features_batch", None)
         if batch_head is not None:  # e.g. MetaOptNet-SVM: many episodes' QPs solved together
             bar = progress_bar(total=episodes, desc="eval", enabled=progress, leave=False)
-            for lo in range(0, episodes, head_batch):
-                ids = range(lo, min(episodes, lo + head_batch))
+            per_episode = ways * (shots + queries) * m * d * feats.element_size()
+            step = max(1, min(head_batch, HEAD_BATCH_BYTES // per_episode))  # the stacked features stay bounded
+            for lo in range(0, episodes, step):
+                ids = range(lo, min(episodes, lo + step))
                 f = torch.stack([feats[sampler.episode(e).to(device)].reshape(-1, d) for e in ids])
                 zs = batch_head(f[:, :n_support], sy_joint, f[:, n_support:], ways=ways_joint)
                 for e, z in zip(ids, zs):

@@ -244,3 +244,24 @@ def test_test_only_retests_a_finished_run(omniglot_root, tmp_path, monkeypatch, 
                 for s in ("per_episode", "embed_once"))
     assert res["acc_agg"] == ref["acc_agg"] and res["acc_single"] == ref["acc_single"]
     assert np.mean(ref["acc_agg"]) > 0.3  # trained for 2 steps, but far above chance (0.2): real features
+
+
+def test_svm_head_batches_are_bounded_by_the_features_bytes(data, monkeypatch):
+    """MetaOptNet-SVM's episodes go to its batched head in calls whose gathered features fit HEAD_BATCH_BYTES; a cap
+    of one episode's features gives one call per episode and the same logits as one call for all."""
+    import episodes.evaluate as ev
+
+    task = _task("svm", "rotation")
+    feats = embed_split(task, data.images, "cpu", normalize=_norm)
+    kw = dict(normalize=_norm, features=feats)
+    together = list(episode_logits(task, data, WAYS, SHOTS, QUERIES, EPISODES, 5, "cpu", **kw))
+    calls = []
+    head = task.learner.head_from_features_batch
+    monkeypatch.setattr(task.learner, "head_from_features_batch",
+                        lambda f, *a, **k: calls.append(len(f)) or head(f, *a, **k))
+    monkeypatch.setattr(ev, "HEAD_BATCH_BYTES", WAYS * (SHOTS + QUERIES) * 4 * feats.shape[-1] * feats.element_size())
+    alone = list(episode_logits(task, data, WAYS, SHOTS, QUERIES, EPISODES, 5, "cpu", **kw))
+    assert calls == [1] * EPISODES
+    for (_, ag_t, si_t, _), (_, ag_a, si_a, _) in zip(together, alone):
+        torch.testing.assert_close(ag_a, ag_t, rtol=0, atol=1e-5)
+        assert torch.equal(ag_a.argmax(1), ag_t.argmax(1)) and torch.equal(si_a.argmax(1), si_t.argmax(1))

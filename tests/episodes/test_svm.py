@@ -159,3 +159,143 @@ def test_evaluation_with_the_batched_solver_gives_qpths_accuracies():
         old = learner.scale * svm_head(f[:20], sy, f[20:], 5, learner.c, learner.ridge, learner.max_iter)
     torch.testing.assert_close(new, old, rtol=1e-4, atol=1e-5)
     assert torch.equal(new.argmax(1), old.argmax(1))
+
+
+# --- the active-set solver at SLA shapes, chunking by memory ----------------------------------------------------
+
+
+def _sla_labels(ways, shots, m):
+    """Joint support labels in the layout of SLA's expansion: item b = class-major, row b*M + j, label y*M + j."""
+    return (torch.arange(ways).repeat_interleave(shots)[:, None] * m + torch.arange(m)).reshape(-1)
+
+
+def _features(episodes, y, ways, d, scale, seed, spread=1.0):
+    """Non-negative features clustered by joint class, like a ReLU network's: ``scale`` 0.3 makes ``K`` small
+    against the ridge (few bounds active), 10 makes it about 2000-3000 on the diagonal, as a trained Conv4's (most
+    bounds active; there the active-set method's guesses can cycle and the ridge path takes over)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(episodes, ways, d, generator=g, dtype=torch.float64)
+    noise = spread * torch.randn(episodes, len(y), d, generator=g, dtype=torch.float64)
+    return (centres[:, y] + noise).relu() * scale
+
+
+def _kkt_violation(alpha, gram, y, ways, c=0.1, ridge=1.0):
+    """The largest violation of the dual's KKT conditions by ``alpha`` (E, S, ways), scaled to the terms' sizes:
+    feasibility, stationarity ``K~ alpha_k - e_k + nu + mu_k = 0`` with ``mu >= 0`` only where the bound is
+    active (complementarity). An independent optimality check: for this convex QP, KKT <=> optimal."""
+    onehot = torch.nn.functional.one_hot(y.expand(alpha.shape[:2]), ways).double()
+    kt = gram + ridge * torch.eye(gram.shape[1], dtype=torch.float64)
+    grad = kt @ alpha - onehot
+    active = alpha > c * onehot - 1e-9 * c
+    nu = -(grad * ~active).sum(-1) / (~active).sum(-1)
+    mu = -grad - nu[..., None]
+    size = 1 + c * gram.shape[1] * kt.diagonal(dim1=1, dim2=2).amax(1)[:, None, None]
+    return max(
+        float((alpha - c * onehot).clamp(min=0).max() / c),  # alpha_i^k <= C [k == y_i]
+        float(alpha.sum(2).abs().max() / c),  # sum_k alpha_i^k = 0
+        float((mu.abs() * ~active / size).max()),  # no multiplier off the active bounds
+        float((-mu * active / size).clamp(min=0).max()),  # non-negative multipliers on them
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", [0.3, 10.0])
+def test_batched_dual_agrees_with_qpth_at_20_joint_classes_5_shot(scale):
+    """5-way 5-shot with rotation (M = 4): 20 joint classes, 100 support rows, 2000 dual variables; qpth run to
+    convergence (100 iterations). Both regimes: most bounds inactive (scale 0.3) or active (10)."""
+    from episodes.svm import svm_dual_batched
+
+    y = _sla_labels(5, 5, 4)
+    fs = _features(2, y, 20, 32, scale, seed=3)
+    gram = fs @ fs.transpose(1, 2)
+    alpha = svm_dual_batched(gram, y, 20)
+    assert _kkt_violation(alpha, gram, y, 20) < 1e-9
+    for e in range(2):
+        np.testing.assert_allclose(alpha[e].numpy(), _qpth_alpha(fs[e], y, 20).numpy(), atol=1e-7)
+
+
+@pytest.mark.parametrize("scale", [0.3, 10.0])
+def test_batched_dual_is_optimal_at_80_joint_classes(scale):
+    """20-way with rotation (M = 4): 80 joint classes. At 1-shot (80 rows, 6400 variables) the active-set solution
+    agrees with the interior-point method's (its accuracy, about 1e-6 for a 1e-11 gap); at 5-shot (400 rows,
+    32,000 variables, too large for qpth here) it satisfies the KKT conditions to rounding."""
+    from episodes.svm import _ipm_chunk, svm_dual_batched
+
+    y1 = _sla_labels(20, 1, 4)
+    fs = _features(2, y1, 80, 32, scale, seed=4)
+    gram = fs @ fs.transpose(1, 2)
+    alpha = svm_dual_batched(gram, y1, 80)
+    assert _kkt_violation(alpha, gram, y1, 80) < 1e-9
+    ipm = _ipm_chunk(gram, torch.nn.functional.one_hot(y1.expand(2, -1), 80).double(), 0.1, 1.0, 60, 1e-11)
+    np.testing.assert_allclose(alpha.numpy(), ipm.numpy(), atol=5e-6)
+    y5 = _sla_labels(20, 5, 4)
+    fs = _features(1, y5, 80, 32, scale, seed=5)
+    gram = fs @ fs.transpose(1, 2)
+    alpha = svm_dual_batched(gram, y5, 80)
+    assert alpha.shape == (1, 400, 80) and _kkt_violation(alpha, gram, y5, 80) < 1e-9
+
+
+def test_kkt_check_catches_a_wrong_solution():
+    """The KKT check above fails on a feasible point that is not the optimum (and on an infeasible one)."""
+    from episodes.svm import svm_dual_batched
+
+    y = _sla_labels(5, 1, 4)
+    fs = _features(1, y, 20, 16, 10.0, seed=6)
+    gram = fs @ fs.transpose(1, 2)
+    alpha = svm_dual_batched(gram, y, 20)
+    assert _kkt_violation(alpha, gram, y, 20) < 1e-9
+    assert _kkt_violation(0.5 * alpha, gram, y, 20) > 1e-6  # feasible (the set is convex and holds 0), not optimal
+    assert _kkt_violation(alpha + 0.01, gram, y, 20) > 1e-6
+
+
+def test_an_episode_the_active_set_method_does_not_finish_goes_to_the_interior_point_method(monkeypatch):
+    import episodes.svm as svm
+
+    y = _sla_labels(5, 1, 4)
+    fs = _features(3, y, 20, 16, 10.0, seed=7)
+    gram = fs @ fs.transpose(1, 2)
+    exact = svm.svm_dual_batched(gram, y, 20)
+    calls = []
+    ipm = svm._ipm_chunk
+    monkeypatch.setattr(svm, "_ipm_chunk", lambda k, *a: calls.append(len(k)) or ipm(k, *a))
+    fallback = svm.svm_dual_batched(gram, y, 20, max_iter=1)  # one active-set iteration per ridge
+    assert len(calls) == 1 and 1 <= calls[0] <= 3  # the episodes left over, in one chunk
+    np.testing.assert_allclose(fallback.numpy(), exact.numpy(), atol=5e-6)
+
+
+def test_chunks_cover_the_episodes_within_the_memory_cap():
+    from episodes.svm import svm_chunks
+
+    assert svm_chunks(10, 100, 350) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert svm_chunks(10, 100, 10**6) == [(0, 10)]
+    assert svm_chunks(3, 100, 10) == [(0, 1), (1, 2), (2, 3)]  # one episode a chunk at least
+    assert svm_chunks(0, 100, 10) == []
+
+
+def test_chunked_logits_equal_one_batch_and_a_memory_cap_forces_chunks(monkeypatch):
+    import episodes.svm as svm
+
+    y = _sla_labels(5, 5, 4)
+    fs = _features(6, y, 20, 16, 10.0, seed=8).float()
+    fq = _features(6, torch.arange(40) // 2, 20, 16, 10.0, seed=8).float()
+    one = svm.svm_logits_batched(fs, y, fq, 20, max_bytes=2**30)
+    calls = []
+    solve = svm._continued_active_set
+    monkeypatch.setattr(svm, "_continued_active_set", lambda k, *a: calls.append(len(k)) or solve(k, *a))
+    per_episode = 8 * (140 * 16 + 40 * 100 + 100 * 100 + 40 * 20) + svm.svm_episode_bytes(100, 20)
+    chunked = svm.svm_logits_batched(fs, y, fq, 20, max_bytes=2 * per_episode)
+    assert calls == [2, 2, 2]
+    torch.testing.assert_close(chunked, one, rtol=0, atol=1e-5)
+    assert torch.equal(chunked.argmax(2), one.argmax(2))
+
+
+def test_batched_dual_refuses_bad_input_in_one_line():
+    from episodes.svm import svm_dual_batched
+
+    gram = torch.eye(4, dtype=torch.float64).expand(2, 4, 4)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got 0..2; pass ways"):
+        svm_dual_batched(gram, torch.tensor([0, 1, 2, 1]), 2)
+    with pytest.raises(ValueError, match=r"support_y must be \(4,\) or \(2, 4\)"):
+        svm_dual_batched(gram, torch.tensor([0, 1]), 2)
+    with pytest.raises(ValueError, match=r"gram must be \(E, S, S\)"):
+        svm_dual_batched(gram[0], torch.tensor([0, 1, 0, 1]), 2)
