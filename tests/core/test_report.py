@@ -387,7 +387,7 @@ def test_without_matplotlib_plots_fail_with_the_install_command(runs_root: Path,
     import sys
 
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import now raises ImportError
-    with pytest.raises(ImportError, match="pip install matplotlib"):
+    with pytest.raises(ImportError, match=r"pip install 'fewshot-sla\[plots\]'"):
         per_class_plot({"a": [0.5]}, [10], tmp_path / "x.png")
     text = write_report([runs_root / "fs"], tmp_path / "rep").read_text()  # the report still comes
     assert "Plots skipped: plotting needs matplotlib" in text and "92.00 +- 0.50" in text
