@@ -28,7 +28,7 @@ class FewShotConfig:
     image_size: int = 0  # image side (0 = the data set's default: omniglot 28, cifar 32, mini-imagenet 84)
     backbone: Literal["conv4", "resnet12", "torchvision:resnet18"] = "conv4"  # backbone
     init: str = ""  # encoder weights to start from: a local state-dict file (e.g. torchvision's, with its backbone)
-    learner: LearnerName = "protonet"  # svm: MetaOptNet; pretrain: a classifier, then a head on frozen features
+    learner: LearnerName = "protonet"  # svm: MetaOptNet; pretrain: classifier + head; maml family + SLA: see usage.md
     pretrain_epochs: int = 30  # pretrain: epochs over the training classes' images (crop + flip; lr steps in epochs)
     batch_size: int = 64  # pretrain: images per optimiser step (split across torchrun processes)
     val_every_epochs: int = 5  # pretrain: validate on val episodes every N epochs (0 = only after the last)
