@@ -101,18 +101,20 @@ def test_config_clis_take_num_threads(module):
     assert parse_config(config, ["--num-threads", "3"]).num_threads == 3
 
 
-@pytest.mark.parametrize("module", ["episodes.predict", "longtail.predict"])
+@pytest.mark.parametrize("module", ["episodes.cli_predict", "longtail.cli_predict"])
 def test_predictors_take_num_threads(module):
     parser = __import__(module, fromlist=["_parser"])._parser()
-    args = ["--run", "R", "--support", "S", "--query", "Q"] if module == "episodes.predict" else ["--run", "R", "x"]
+    episodic = module == "episodes.cli_predict"
+    args = ["--run", "R", "--support", "S", "--query", "Q"] if episodic else ["--run", "R", "x"]
     assert parser.parse_args(args).num_threads == 0
     assert parser.parse_args([*args, "--num-threads", "2"]).num_threads == 2
 
 
-@pytest.mark.parametrize("module", ["episodes.predict", "longtail.predict"])
+@pytest.mark.parametrize("module", ["episodes.cli_predict", "longtail.cli_predict"])
 def test_predictors_refuse_negative_threads(module, tmp_path, capsys):
     main = __import__(module, fromlist=["main"]).main
-    args = ["--support", str(tmp_path), "--query", str(tmp_path)] if module == "episodes.predict" else [str(tmp_path)]
+    episodic = module == "episodes.cli_predict"
+    args = ["--support", str(tmp_path), "--query", str(tmp_path)] if episodic else [str(tmp_path)]
     assert main(["--run", str(tmp_path), *args, "--num-threads", "-2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --num-threads must be >= 0 (0 = auto), got -2"]
