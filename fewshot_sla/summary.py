@@ -120,7 +120,7 @@ def summary_text(out: str | Path, record: Mapping[str, Any], metrics: Mapping[st
     lines.append(f"- trained by fewshot-sla {record.get('package_version', '?')}, "
                  f"git commit `{record.get('git_commit') or 'unknown (not run from a checkout)'}`")
     tested = (metrics.get("package_version"), metrics.get("git_commit"))
-    if tested != (record.get("package_version"), record.get("git_commit")):
+    if any(tested) and tested != (record.get("package_version"), record.get("git_commit")):
         lines.append(f"- tested by fewshot-sla {tested[0]}, git commit `{tested[1] or 'unknown'}`")
     if record.get("group"):
         lines.append(f"- group `{record['group']}` (runs of the same method and data share it)")
