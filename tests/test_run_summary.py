@@ -90,3 +90,11 @@ def test_a_long_tail_summary_names_its_mode_and_the_empty_groups(tmp_path):
     assert "- accuracy (single prediction): 30.00%" in text and "- accuracy (aggregated prediction): 35.00%" in text
     assert "distilled prediction by class group: balanced 25.00%, many 50.00%, medium n/a, few n/a" in text
     assert "**no, unfinished** -- tested with `--allow-unfinished` after 7 epochs" in text
+
+
+def test_overwrite_deletes_the_summary_of_the_run_it_replaces(pkg, tmp_path):
+    data = pkg.data(tmp_path / "data")
+    cfg = pkg.cfg(data, tmp_path / "run")
+    pkg.run(cfg)
+    pkg.run(dataclasses.replace(cfg, overwrite=True, stop_after=pkg.half))  # stopped: no test, so no summary of its own
+    assert not (Path(cfg.out) / "summary.md").exists()
