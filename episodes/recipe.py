@@ -63,7 +63,7 @@ from .maml import ALGORITHMS, MAMLLearner
 from .pretrain import PretrainHead, PretrainTask
 from .protonet import ProtoNet
 from .r2d2 import R2D2
-from .reporting import GROUP_IGNORE, data_identity
+from .reporting import GROUP_IGNORE, LEGACY_DEFAULTS, data_identity
 from .sampler import EpisodeSampler
 from .svm import MetaOptSVM
 from .task import EpisodeTask
@@ -584,17 +584,17 @@ def test_and_log(recipe: Recipe, task: nn.Module, test: FewShotData, ctx: eng.Co
 
 def write_run_summary(out: Path, metrics: Mapping[str, Any]) -> Path:
     """``OUT/summary.md`` from the run record and ``metrics.json`` (:func:`fewshot_sla.summary.write_summary`)."""
-    record = read_json(out / runs.RECORD_FILE)
+    record = runs.read_record(out, KIND, "summary.md", legacy=LEGACY_DEFAULTS)
     written = {**read_json(out / "metrics.json"), **metrics}
     config, rec = record["config"], record.get("recipe", {})
     ways, shots, queries = rec.get("episode_shapes", {}).get("test") or (config["ways"], config["shots"],
                                                                          config["queries"])
     units, unit = units_of(config)
-    settings = {"learner": config["learner"], "backbone": config["backbone"], "transform": config["transform"],
+    settings = {"learner": config.get("learner"), "backbone": config.get("backbone"), "transform": config["transform"],
                 "self-distillation": config.get("sd", False), "test episodes": f"{ways}-way {shots}-shot, "
                 f"{queries} queries per class", f"training {unit}s": units, "seed": config["seed"]}
     classes = rec.get("classes") or {}
-    data = {"dataset": f"`{config['dataset']}`", "data root": f"`{config['data_root']}`",
+    data = {"dataset": f"`{config.get('dataset')}`", "data root": f"`{config.get('data_root')}`",
             "classes": ", ".join(f"{len(v)} {k}" for k, v in classes.items()) or "n/a"}
     return write_summary(out, record, written, settings, data)
 

@@ -551,12 +551,12 @@ def write_run_summary(out: Path, record: Mapping[str, Any], metrics: Mapping[str
     """``OUT/summary.md`` from the run record and ``metrics.json`` (:func:`fewshot_sla.summary.write_summary`)."""
     config, rec = record["config"], record.get("recipe", {})
     written = {**read_json(out / "metrics.json"), **metrics}
-    settings = {"loss": config["loss"] + ("+DRW" if config.get("drw") else ""), "sampler": config.get("sampler"),
-                "backbone": config["backbone"], "transform": config["transform"],
-                "self-distillation": config.get("sd", False), "imbalance ratio": config["imbalance_ratio"],
-                "training epochs": config["epochs"], "seed": config["seed"]}
+    settings = {"loss": f"{config.get('loss')}{'+DRW' if config.get('drw') else ''}", "sampler": config.get("sampler"),
+                "backbone": config.get("backbone"), "transform": config["transform"],
+                "self-distillation": config.get("sd", False), "imbalance ratio": config.get("imbalance_ratio"),
+                "training epochs": config.get("epochs"), "seed": config.get("seed")}
     counts = rec.get("class_counts") or record.get("class_counts") or []
-    data = {"dataset": f"`{config['dataset']}`", "data root": f"`{config['data_root']}`",
+    data = {"dataset": f"`{config.get('dataset')}`", "data root": f"`{config.get('data_root')}`",
             "classes": f"{len(counts)}, {sum(counts)} training images (largest class {max(counts, default=0)}, "
                        f"smallest {min(counts, default=0)})"}
     return write_summary(out, record, written, settings, data)
