@@ -4,7 +4,8 @@
 
 ``SUPPORT/<class>/*.png`` is the support set (one folder per class, any number of images each). ``QUERY`` is a
 flat folder of images, or a folder of class folders (then the accuracy is printed too). Writes a CSV
-``file,predicted_class,score`` (``file`` relative to ``QUERY``) and prints a short table. In Python, use
+``file,predicted_class,softmax`` (``file`` relative to ``QUERY``; ``softmax`` is the largest entry of the softmax of
+the learner's logits, uncalibrated, not a probability of being right) and prints a short table. In Python, use
 :func:`episodes.load_run` (:mod:`episodes.predict`).
 """
 
@@ -24,7 +25,13 @@ from fewshot_sla.utils import DataError
 
 from .predict import MODES, load_run
 
-__all__ = ["main", "query_folder", "support_folder"]
+__all__ = ["SOFTMAX_NOTE", "main", "query_folder", "support_folder"]
+
+#: What the ``softmax`` column is (printed under the table): an episodic learner's logits (negative distances, a
+#: ridge or SVM head's outputs) carry no temperature fitted to accuracy, so the softmax saturates near 1 on most
+#: queries whether they are right or wrong.
+SOFTMAX_NOTE = ("softmax: of the learner's logits over the support classes, uncalibrated -- it ranks the classes of "
+                "one query; it is not the probability of being right")
 
 
 def _is_image(p: Path) -> bool:
@@ -93,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--query", required=True, metavar="DIR",
                     help="query images: a flat folder, or DIR/<class>/* (then the accuracy is printed)")
     ap.add_argument("--out", default="predictions.csv", metavar="CSV",
-                    help="where to write file,predicted_class,score (default: predictions.csv)")
+                    help="where to write file,predicted_class,softmax (default: predictions.csv)")
     ap.add_argument("--mode", choices=MODES, default="aggregated",
                     help="aggregated = SLA+AG, single = SLA+SI (default: aggregated)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
@@ -116,7 +123,7 @@ def _run(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file", "predicted_class", "score"])
+        w.writerow(["file", "predicted_class", "softmax"])
         w.writerows([n, c, f"{s:.6f}"] for n, c, s in zip(names, predicted, score.tolist()))
 
     from fewshot_sla.tracking import format_table
@@ -128,9 +135,10 @@ def _run(args: argparse.Namespace) -> None:
     print(f"support: {len(predictor.classes)} classes x {shot_text} shot{'' if hi == 1 else 's'}; "
           f"query: {len(q_files)} images")
     show = 10
-    rows = [{"file": n, "predicted_class": c, "score": f"{s:.4f}"}
+    rows = [{"file": n, "predicted_class": c, "softmax": f"{s:.4f}"}
             for n, c, s in zip(names[:show], predicted, score.tolist())]
     print(format_table(rows))
+    print(SOFTMAX_NOTE)
     if len(names) > show:
         print(f"... {len(names) - show} more rows in {out}")
     else:

@@ -7,8 +7,8 @@ its best validation weights (``best.pt``) and returns a
 :class:`FewShotPredictor` that reads images as the run's data loader did::
 
     predictor = episodes.load_run("runs/omni_5w1s_sla")
-    probs = predictor.predict(["a1.png", "a2.png", "b1.png"], ["a", "a", "b"], ["q1.png", "q2.png"])
-    probs.shape, predictor.classes          # (2, 2), ['a', 'b']
+    scores = predictor.predict(["a1.png", "a2.png", "b1.png"], ["a", "a", "b"], ["q1.png", "q2.png"])
+    scores.shape, predictor.classes          # (2, 2), ['a', 'b']: a softmax of the logits, uncalibrated
 """
 
 from __future__ import annotations
@@ -239,7 +239,12 @@ class FewShotPredictor:
         self, support: Images, support_labels: Sequence[Hashable] | Tensor | np.ndarray, query: Images,
         mode: str = "aggregated",
     ) -> Tensor:
-        """Class probabilities of the query images given a labelled support set.
+        """Class scores of the query images given a labelled support set: the softmax of the learner's logits.
+
+        The softmax is uncalibrated: an episodic learner's logits (negative squared distances, a ridge or SVM
+        head's outputs) carry no temperature fitted to accuracy, so its largest entry is often near 1 on queries
+        that are wrong. It ranks the support classes for one query; read it as a probability of being right only
+        after calibrating it on held-out episodes.
 
         The support set may hold any number of images per class, in any order (ProtoNet, R2D2, MetaOptNet-SVM);
         the MAML family (maml, fomaml, metasgd, anil) needs exactly the run's ``ways`` classes. The
@@ -256,7 +261,7 @@ class FewShotPredictor:
                 With ``transform: none`` (``M = 1``) both are the plain learner.
 
         Returns:
-            ``(Q, N)`` float32 softmax probabilities over the ``N`` support classes (rows sum to 1), on the CPU;
+            ``(Q, N)`` float32 softmax of the logits over the ``N`` support classes (rows sum to 1), on the CPU;
             column ``i`` is class :attr:`classes` ``[i]``, the sorted distinct support labels (set by this call).
 
         Raises:
@@ -279,7 +284,7 @@ class FewShotPredictor:
         if len(classes) < 2:
             raise ValueError(
                 f"the support set holds {len(classes)} class(es) ({classes}); give at least 2: the scores are "
-                "probabilities over the support classes"
+                "a softmax over the support classes"
             )
         if self.cfg.learner in ALGORITHMS and len(classes) != self.cfg.ways:
             raise ValueError(

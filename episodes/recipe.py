@@ -40,8 +40,9 @@ from fewshot_sla.io import files_digest
 from fewshot_sla.metrics import mean_ci95
 from fewshot_sla.nets import load_weights
 from fewshot_sla.seeding import stream_seed
+from fewshot_sla.summary import write_summary
 from fewshot_sla.transforms import Transform
-from fewshot_sla.utils import DataError
+from fewshot_sla.utils import DataError, read_json
 
 from .backbones import make_backbone
 from .config import FewShotConfig, config_options
@@ -62,7 +63,7 @@ from .maml import ALGORITHMS, MAMLLearner
 from .pretrain import PretrainHead, PretrainTask
 from .protonet import ProtoNet
 from .r2d2 import R2D2
-from .reporting import GROUP_IGNORE, data_identity
+from .reporting import GROUP_IGNORE, LEGACY_DEFAULTS, data_identity
 from .sampler import EpisodeSampler
 from .svm import MetaOptSVM
 from .task import EpisodeTask
@@ -576,8 +577,26 @@ def test_and_log(recipe: Recipe, task: nn.Module, test: FewShotData, ctx: eng.Co
     if not fit.finished:  # --test-only --allow-unfinished: not a finished seed for sla-report and the scripts
         metrics.update({"finished": False, f"{units_of(to_dict(cfg))[1]}s_done": fit.units_done})
     extra = {"seed": cfg.seed, "history": fit.history, "world_size": ctx.dist.world_size, **recipe.metrics_extra()}
-    logger.finish(metrics, extra=extra)
+    if logger.finish(metrics, extra=extra) is not None:
+        write_run_summary(ctx.out, metrics)
     return metrics
+
+
+def write_run_summary(out: Path, metrics: Mapping[str, Any]) -> Path:
+    """``OUT/summary.md`` from the run record and ``metrics.json`` (:func:`fewshot_sla.summary.write_summary`)."""
+    record = runs.read_record(out, KIND, "summary.md", legacy=LEGACY_DEFAULTS)
+    written = {**read_json(out / "metrics.json"), **metrics}
+    config, rec = record["config"], record.get("recipe", {})
+    ways, shots, queries = rec.get("episode_shapes", {}).get("test") or (config["ways"], config["shots"],
+                                                                         config["queries"])
+    units, unit = units_of(config)
+    settings = {"learner": config.get("learner"), "backbone": config.get("backbone"), "transform": config["transform"],
+                "self-distillation": config.get("sd", False), "test episodes": f"{ways}-way {shots}-shot, "
+                f"{queries} queries per class", f"training {unit}s": units, "seed": config["seed"]}
+    classes = rec.get("classes") or {}
+    data = {"dataset": f"`{config.get('dataset')}`", "data root": f"`{config.get('data_root')}`",
+            "classes": ", ".join(f"{len(v)} {k}" for k, v in classes.items()) or "n/a"}
+    return write_summary(out, record, written, settings, data)
 
 
 def units_of(config: Mapping[str, Any]) -> tuple[int, str]:

@@ -10,7 +10,8 @@ SLA+SI). ``--transform none`` is the plain baseline. The loop is :func:`fewshot_
 unit is one optimiser step over ``--meta-batch`` episodes. Writes ``OUT/metrics.json`` (mean accuracy
 with a 95% CI over the test episodes), ``OUT/config.yaml``, ``OUT/checkpoint.pt`` / ``OUT/best.pt``
 (atomic; ``--resume`` continues exactly), ``OUT/train_episodes.csv`` (one row per training episode, as
-produced), ``OUT/test_episodes.csv`` and an offline W&B run.
+produced), ``OUT/test_episodes.csv``, an offline W&B run and, last, ``OUT/summary.md`` (the run in words, for a
+person: :mod:`fewshot_sla.summary`).
 
 Testing scores ``--test-episodes`` episodes (0 = auto: 10,000 for protonet, r2d2 and svm, 600 for the MAML family;
 :func:`resolve_test_episodes`) through :func:`episodes.evaluate.evaluate_episodes`, which embeds the test split once

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: The files a run writes besides its record and config (``--overwrite`` deletes them, and every ``*.csv``).
-OUTPUT_FILES: tuple[str, ...] = ("best.pt", "checkpoint.pt", "metrics.json", "history.jsonl")
+OUTPUT_FILES: tuple[str, ...] = ("best.pt", "checkpoint.pt", "metrics.json", "summary.md", "history.jsonl")
 
 
 class Interrupted(Exception):

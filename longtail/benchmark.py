@@ -12,8 +12,9 @@ and a batch is sampler indices -> gather -> crop + flip (random draws on the CPU
 augments exactly as the CPU path) -> normalise -> the SLA regime of :mod:`fewshot_sla`. The loop is
 :func:`fewshot_sla.engine.fit`. Writes ``OUT/metrics.json``, ``OUT/config.yaml``,
 ``OUT/checkpoint.pt`` (atomic, every epoch; ``--resume`` continues it exactly), ``OUT/per_class_acc.png``,
-an offline W&B run, and before training the run record ``OUT/recipe.json`` (:mod:`longtail.recipe`: what the run
-derived from its config and data; ``--resume`` refuses a changed training config or data folder).
+``OUT/summary.md`` (the run in words, for a person), an offline W&B run, and before training the run record
+``OUT/recipe.json`` (:mod:`longtail.recipe`: what the run derived from its config and data; ``--resume`` refuses a
+changed training config or data folder).
 ``sla-longtail --out RUN --resume`` continues a run from its folder alone, ``--test-only`` tests its checkpoint again
 (an unfinished run only with ``--allow-unfinished``); a new run in a folder holding another run is refused unless
 ``--overwrite``; Ctrl-C (SIGINT) or SIGTERM stops after the current epoch with its checkpoint written (exit status

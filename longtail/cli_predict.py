@@ -3,7 +3,7 @@
     sla-longtail-predict --run runs/c10_ldam_sla IMAGE_OR_DIR... --out predictions.csv
 
 Each argument is an image file or a folder (searched recursively for ``.png``, ``.jpg``, ``.jpeg``). Writes a CSV
-``file,predicted_class,score`` and prints a short table; images inside folders named after the run's classes (an
+``file,predicted_class,softmax`` and prints a short table; images inside folders named after the run's classes (an
 ImageFolder split, ``DIR/<class>/*.png``) are also scored against that class and the accuracy is printed. In
 Python, use :func:`longtail.load_run` (:mod:`longtail.predict`).
 """
@@ -24,7 +24,12 @@ from fewshot_sla.utils import DataError
 from .data import IMAGE_EXTENSIONS
 from .predict import load_run
 
-__all__ = ["collect_images", "main"]
+__all__ = ["SOFTMAX_NOTE", "collect_images", "main"]
+
+#: What the ``softmax`` column is (printed under the table): the softmax of the trained logits (times the loss's
+#: scale, 30 for LDAM's cosine head), with no temperature fitted on held-out data.
+SOFTMAX_NOTE = ("softmax: of the model's logits over the classes as the loss scaled them, uncalibrated -- it ranks "
+                "the classes of one image; it is not the probability of being right")
 
 
 def _is_image(p: Path) -> bool:
@@ -56,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--run", required=True, metavar="RUN_DIR", help="the --out folder of one sla-longtail run")
     ap.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (searched recursively)")
     ap.add_argument("--out", default="predictions.csv", metavar="CSV",
-                    help="where to write file,predicted_class,score (default: predictions.csv)")
+                    help="where to write file,predicted_class,softmax (default: predictions.csv)")
     ap.add_argument("--mode", choices=("distilled", "aggregated", "single"), default=None,
                     help="prediction mode (default: the run's headline mode)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
@@ -77,7 +82,7 @@ def _run(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file", "predicted_class", "score"])
+        w.writerow(["file", "predicted_class", "softmax"])
         w.writerows([str(p), c, f"{s:.6f}"] for p, c, s in zip(files, predicted, score.tolist()))
 
     from fewshot_sla.tracking import format_table
@@ -87,9 +92,10 @@ def _run(args: argparse.Namespace) -> None:
           f"{' +SD' if c.sd else ''}, {len(predictor.classes)} classes, mode {mode}; {len(files)} image"
           f"{'' if len(files) == 1 else 's'}")
     show = 10
-    rows = [{"file": str(p), "predicted_class": c, "score": f"{s:.4f}"}
+    rows = [{"file": str(p), "predicted_class": c, "softmax": f"{s:.4f}"}
             for p, c, s in zip(files[:show], predicted, score.tolist())]
     print(format_table(rows))
+    print(SOFTMAX_NOTE)
     print(f"... {len(files) - show} more rows in {out}" if len(files) > show else f"written to {out}")
     known = set(predictor.classes)
     labelled = [(p.parent.name, c) for p, c in zip(files, predicted) if p.parent.name in known]

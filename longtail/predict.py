@@ -7,7 +7,7 @@ folder's current state, so a folder that gained classes or files since changes n
 weights (``checkpoint.pt``, the weights the run was tested with)::
 
     predictor = longtail.load_run("runs/c10_ldam_sla")
-    probs = predictor.predict(["cat.png", "ship.png"])       # (2, 10), columns = predictor.classes
+    scores = predictor.predict(["cat.png", "ship.png"])      # (2, 10) softmax, columns = predictor.classes
 """
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ class LongTailPredictor:
 
     @torch.no_grad()
     def predict(self, images: Images, mode: str | None = None, batch_size: int = 0) -> Tensor:
-        """Class probabilities of ``images``.
+        """Class scores of ``images``: the softmax of the model's scaled logits, uncalibrated (no temperature was
+        fitted on held-out data, so it is not a probability of being right; its argmax is the prediction).
 
         Args:
             images: see the class docstring; ``B`` images.
@@ -168,7 +169,7 @@ class LongTailPredictor:
                 :func:`longtail.recipe.eval_batch_size`). It sets the speed, not the scores.
 
         Returns:
-            ``(B, C)`` float32 probabilities on the CPU, rows summing to 1: ``softmax(s * logits)`` with ``s`` =
+            ``(B, C)`` float32 scores on the CPU, rows summing to 1: ``softmax(s * logits)`` with ``s`` =
             :meth:`logit_scale` (the scale the head was trained at), columns in :attr:`classes` order. Their
             argmax is the run's prediction.
 

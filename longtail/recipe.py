@@ -38,8 +38,9 @@ from fewshot_sla.io import files_digest
 from fewshot_sla.io import normalize as _normalize
 from fewshot_sla.metrics import accuracy, balanced_accuracy, per_class_accuracy, shot_group_accuracy
 from fewshot_sla.nets import make_backbone
+from fewshot_sla.summary import write_summary
 from fewshot_sla.tracking import RunLogger
-from fewshot_sla.utils import DataError, inference_batches
+from fewshot_sla.utils import DataError, inference_batches, read_json
 
 from .config import LTConfig
 from .data import STATS_SOURCES, LTData, Stats, limit_per_class, load_longtail
@@ -541,5 +542,21 @@ def finish(recipe: Recipe, record: Mapping[str, Any], model: SLAClassifier, data
     extra = {"seed": cfg.seed, "subset_seed": cfg.subset_seed, "class_counts": counts, "class_names": names,
              "history": fit.history, "world_size": ctx.dist.world_size,
              "identity": record["identity"], "group": record["group"], "kind": record["kind"]}
-    logger.finish(metrics, extra=extra)
+    if logger.finish(metrics, extra=extra) is not None:
+        write_run_summary(ctx.out, record, metrics)
     return metrics
+
+
+def write_run_summary(out: Path, record: Mapping[str, Any], metrics: Mapping[str, Any]) -> Path:
+    """``OUT/summary.md`` from the run record and ``metrics.json`` (:func:`fewshot_sla.summary.write_summary`)."""
+    config, rec = record["config"], record.get("recipe", {})
+    written = {**read_json(out / "metrics.json"), **metrics}
+    settings = {"loss": f"{config.get('loss')}{'+DRW' if config.get('drw') else ''}", "sampler": config.get("sampler"),
+                "backbone": config.get("backbone"), "transform": config["transform"],
+                "self-distillation": config.get("sd", False), "imbalance ratio": config.get("imbalance_ratio"),
+                "training epochs": config.get("epochs"), "seed": config.get("seed")}
+    counts = rec.get("class_counts") or record.get("class_counts") or []
+    data = {"dataset": f"`{config.get('dataset')}`", "data root": f"`{config.get('data_root')}`",
+            "classes": f"{len(counts)}, {sum(counts)} training images (largest class {max(counts, default=0)}, "
+                       f"smallest {min(counts, default=0)})"}
+    return write_summary(out, record, written, settings, data)

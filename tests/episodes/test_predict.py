@@ -162,11 +162,12 @@ def test_cli_end_to_end_on_omniglot_folders(trained, omniglot_root, tmp_path, ca
     printed = capsys.readouterr().out
     with open(out, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["file", "predicted_class", "score"] and len(rows) == 1 + 2 + 4 * 2
+    assert rows[0] == ["file", "predicted_class", "softmax"] and len(rows) == 1 + 2 + 4 * 2
+    assert "| softmax" in printed and "uncalibrated" in printed and "not the probability" in printed
     files = [r[0] for r in rows[1:]]
     assert files[:2] == [p.name for p in loose] and files[2] == f"c1/{sorted(chars[1].glob('*.png'))[10].name}"
     assert {r[1] for r in rows[1:]} <= {f"c{i}" for i in range(5)}
-    assert all(0.2 <= float(r[2]) <= 1.0 for r in rows[1:])  # the top probability of 5 classes
+    assert all(0.2 <= float(r[2]) <= 1.0 for r in rows[1:])  # the top softmax entry of 5 classes
     # the same numbers as the API on the same files
     pred = load_run(trained)
     s_files = sorted(p for d in sorted(support.iterdir()) for p in d.iterdir())

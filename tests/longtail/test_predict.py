@@ -128,7 +128,8 @@ def test_cli_end_to_end(trained, folder, tmp_path, capsys):
     with open(out, newline="") as f:
         rows = list(csv.reader(f))
     files = _test_files(folder)
-    assert rows[0] == ["file", "predicted_class", "score"] and [r[0] for r in rows[1:]] == [str(p) for p in files]
+    assert rows[0] == ["file", "predicted_class", "softmax"] and [r[0] for r in rows[1:]] == [str(p) for p in files]
+    assert "| softmax" in printed and "uncalibrated" in printed and "not the probability" in printed
     probs = load_run(trained).predict(files)
     assert [r[1] for r in rows[1:]] == [f"class{i}" for i in probs.argmax(1).tolist()]
     assert [float(r[2]) for r in rows[1:]] == pytest.approx(probs.max(1).values.tolist(), abs=1e-6)
