@@ -11,6 +11,11 @@
 #   scripts/results_tiny_imagenet32_cpu.sh protonet                     # ProtoNet: baseline and SLA, SEEDS="0 1 2"
 #   scripts/results_tiny_imagenet32_cpu.sh svm                          # MetaOptNet-SVM: baseline and SLA
 #   scripts/results_tiny_imagenet32_cpu.sh pretrain                     # pre-training: plain and SLA, NCM and logreg
+#   scripts/results_tiny_imagenet32_cpu.sh --save-unfinished            # started, unfinished runs -> UNFINISHED
+#
+# Runs longer than a machine is kept: --save-unfinished copies each started, unfinished run folder of RUNS (its
+# record, config, checkpoints, history; no wandb/) into UNFINISHED (default docs/runs_unfinished/tiny_imagenet32_cpu);
+# every invocation first copies those back into RUNS where RUNS has no checkpoint of its own, so they resume.
 #
 # SEEDS, TRANSFORMS (default "none rotation"), DATA (.data), RUNS (runs/tiny32_cpu), THREADS (torch threads per run,
 # default 1). Every run resumes (--resume) and a finished one is skipped, so the script can be stopped and started
@@ -26,7 +31,25 @@ common=(--dataset tiny-imagenet --data-root "$data" --image-size 32 --backbone c
         --test-ways 5 --test-shots 1 --test-queries 15 --val-episodes 200 --test-episodes 10000
         --num-threads "${THREADS:-1}" --resume)
 
+unfinished=${UNFINISHED:-docs/runs_unfinished/tiny_imagenet32_cpu}
 finished() { [ -f "$1/metrics.json" ] && grep -q '"test/acc"' "$1/metrics.json" && ! grep -q '"finished": false' "$1/metrics.json"; }
+
+if [ "$what" = --save-unfinished ]; then
+  for d in "$runs"/*/; do
+    d=${d%/}
+    if [ -f "$d/checkpoint.pt" ] && ! finished "$d"; then
+      mkdir -p "$unfinished/${d##*/}"
+      find "$d" -maxdepth 1 -type f -exec cp {} "$unfinished/${d##*/}/" \;
+      echo "saved $d -> $unfinished/${d##*/}"
+    fi
+  done
+  exit 0
+fi
+for d in "$unfinished"/*/; do  # carried runs come back where this machine has no checkpoint of its own
+  [ -d "$d" ] || continue
+  n=$(basename "$d")
+  if [ ! -f "$runs/$n/checkpoint.pt" ]; then mkdir -p "$runs/$n" && cp "$d"* "$runs/$n/" && echo "carried $n"; fi
+done
 
 retest() {  # retest RUN COPY FLAGS...: the trained RUN's best.pt re-tested with other test options into COPY
   local out=$1 copy=$2; shift 2
