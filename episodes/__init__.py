@@ -5,32 +5,28 @@ Builds on :mod:`fewshot_sla`; see ``sla-fewshot --help`` (``python -m episodes.t
 ``import episodes`` imports neither learn2learn nor wandb.
 """
 
+import importlib
+import importlib.util
+from typing import Any
+
 import fewshot_sla  # noqa: F401  # first, before torch: it sets OMP_WAIT_POLICY (fewshot_sla.threads)
 
-from .backbones import BACKBONES, ResNet12, make_backbone
-from .data import (
-    DATASETS,
-    FewShotData,
-    dataset_stats,
-    image_stats,
-    imagefolder_classes,
-    load_cifar_fs,
-    load_fc100,
-    load_fewshot,
-    load_imagefolder,
-    load_mini_imagenet,
-    load_splits,
-    rotate_classes,
-    split_classes,
-    to_float,
-)
-from .maml import ALGORITHMS, MAMLLearner
-from .predict import FewShotPredictor, load_run
-from .protonet import Conv4, ProtoNet, prototypes
-from .r2d2 import R2D2, ridge_head
-from .sampler import EpisodeSampler, class_index, episode_labels, split_episode
-from .sla_episode import SLAEpisode
-from .svm import MetaOptSVM, svm_head
+#: the submodule that defines each public name, imported on first use (torch loads then, not on ``import``)
+_SUBMODULES = {
+    ".backbones": "BACKBONES ResNet12 make_backbone",
+    ".data": (
+        "DATASETS FewShotData dataset_stats image_stats imagefolder_classes load_cifar_fs load_fc100"
+        " load_fewshot load_imagefolder load_mini_imagenet load_splits rotate_classes split_classes to_float"
+    ),
+    ".maml": "ALGORITHMS MAMLLearner",
+    ".predict": "FewShotPredictor load_run",
+    ".protonet": "Conv4 ProtoNet prototypes",
+    ".r2d2": "R2D2 ridge_head",
+    ".sampler": "EpisodeSampler class_index episode_labels split_episode",
+    ".sla_episode": "SLAEpisode",
+    ".svm": "MetaOptSVM svm_head",
+}
+_LAZY = {name: module for module, names in _SUBMODULES.items() for name in names.split()}
 
 __all__ = [
     "DATASETS",
@@ -67,3 +63,18 @@ __all__ = [
     "FewShotPredictor",
     "load_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first use (PEP 562), so that ``import`` and ``--help`` stay quick."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later uses find it without this hook
+        return value
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule, as when it was imported eagerly
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

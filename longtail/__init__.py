@@ -3,41 +3,28 @@
 Builds on :mod:`fewshot_sla`; see ``sla-longtail --help`` (``python -m longtail.benchmark``).
 """
 
+import importlib
+import importlib.util
+from typing import Any
+
 import fewshot_sla  # noqa: F401  # first, before torch: it sets OMP_WAIT_POLICY (fewshot_sla.threads)
 
-from .data import (
-    CIFAR_MEAN,
-    CIFAR_STD,
-    DATASETS,
-    FIXED_STATS,
-    PROFILES,
-    LTData,
-    augment_batch,
-    channel_stats,
-    class_counts,
-    dataset_stats,
-    limit_per_class,
-    load_cifar_pickles,
-    load_imagefolder,
-    load_longtail,
-    longtail_indices,
-    normalize,
-)
-from .losses import (
-    LOSSES,
-    ImbalanceLoss,
-    NormedLinear,
-    VSLoss,
-    cb_weights,
-    drw_weights,
-    head_for,
-    ldam_margins,
-    make_loss,
-    vs_adjustments,
-)
-from .predict import LongTailPredictor, load_run
-from .samplers import SAMPLERS, LTSampler, class_probabilities, epoch_seed, make_sampler
-from .schedules import SCHEDULES, WARMUPS, LTSchedule, drw_active, ldam_lr, lr_at, scale_epochs
+#: the submodule that defines each public name, imported on first use (torch loads then, not on ``import``)
+_SUBMODULES = {
+    ".data": (
+        "CIFAR_MEAN CIFAR_STD DATASETS FIXED_STATS PROFILES LTData augment_batch channel_stats class_counts"
+        " dataset_stats limit_per_class load_cifar_pickles load_imagefolder load_longtail longtail_indices"
+        " normalize"
+    ),
+    ".losses": (
+        "LOSSES ImbalanceLoss NormedLinear VSLoss cb_weights drw_weights head_for ldam_margins make_loss"
+        " vs_adjustments"
+    ),
+    ".predict": "LongTailPredictor load_run",
+    ".samplers": "SAMPLERS LTSampler class_probabilities epoch_seed make_sampler",
+    ".schedules": "SCHEDULES WARMUPS LTSchedule drw_active ldam_lr lr_at scale_epochs",
+}
+_LAZY = {name: module for module, names in _SUBMODULES.items() for name in names.split()}
 
 __all__ = [
     "CIFAR_MEAN", "CIFAR_STD", "DATASETS", "FIXED_STATS", "PROFILES", "LTData", "augment_batch", "channel_stats",
@@ -49,3 +36,18 @@ __all__ = [
     "SCHEDULES", "WARMUPS", "LTSchedule", "drw_active", "ldam_lr", "lr_at", "scale_epochs",
     "LongTailPredictor", "load_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first use (PEP 562), so that ``import`` and ``--help`` stay quick."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later uses find it without this hook
+        return value
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule, as when it was imported eagerly
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
