@@ -39,16 +39,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fewshot_sla import distributed, get_transform, lifecycle, runs
-from fewshot_sla import engine as eng
-from fewshot_sla.config import ConfigError, parse_config, save_config, to_dict
-from fewshot_sla.distributed import closing_group
-from fewshot_sla.tracking import RunLogger
-from fewshot_sla.utils import DataError
+from fewshot_sla.config import ConfigError, parse_config, resume_argv, save_config, to_dict
 
-from . import recipe as rc
 from .config import FewShotConfig
-from .reporting import LEGACY_DEFAULTS
+
+# torch and the modules that use it are imported inside run() and main(), once the command line is parsed: --help
+# answers without loading them.
 
 __all__ = ["FewShotConfig", "run", "main"]
 
@@ -62,6 +58,13 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
     Raises:
         fewshot_sla.lifecycle.Interrupted: SIGINT / SIGTERM stopped training (after a step, its checkpoint written).
     """
+    from fewshot_sla import distributed, lifecycle, runs
+    from fewshot_sla import engine as eng
+    from fewshot_sla.tracking import RunLogger
+
+    from . import recipe as rc
+    from .reporting import LEGACY_DEFAULTS
+
     cfg = dataclasses.replace(cfg, test_episodes=rc.resolve_test_episodes(cfg))
     out = Path(cfg.out)
     record = None
@@ -116,8 +119,12 @@ def run(cfg: FewShotConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = lifecycle.resume_argv(sys.argv[1:] if argv is None else argv)
+    argv = resume_argv(sys.argv[1:] if argv is None else argv)
     cfg = parse_config(FewShotConfig, argv, prog="sla-fewshot", package="episodes")
+    from fewshot_sla import get_transform, lifecycle
+    from fewshot_sla.distributed import closing_group
+    from fewshot_sla.utils import DataError
+
     try:
         with closing_group():
             m = run(cfg)

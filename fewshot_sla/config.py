@@ -28,6 +28,7 @@ import yaml
 __all__ = [
     "ConfigError",
     "parse_config",
+    "resume_argv",
     "load_config",
     "config_from_dict",
     "save_config",
@@ -218,6 +219,25 @@ def _help(cls: type) -> dict[str, str]:
         if ":" in s and "#" in s and not s.startswith("#"):
             out[s.split(":", 1)[0].strip()] = s.split("#", 1)[1].strip()
     return out
+
+
+def resume_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--config OUT/config.yaml`` in front when it asks for ``--resume`` (or ``--test-only``) with
+    an ``--out`` that
+    holds a recorded config and names no ``--config``: a run is continued from its folder alone (the flags given
+    beside it still override, and are checked against the record as always)."""
+    args = list(argv)
+    if not {"--resume", "--test-only"} & set(args) or any(a == "--config" or a.startswith("--config=") for a in args):
+        return args
+    out = None
+    for i, a in enumerate(args):
+        if a == "--out" and i + 1 < len(args):
+            out = args[i + 1]
+        elif a.startswith("--out="):
+            out = a.split("=", 1)[1]
+    if out is None or not (Path(out) / "config.yaml").is_file():
+        return args
+    return ["--config", str(Path(out) / "config.yaml"), *args]
 
 
 def parse_config(

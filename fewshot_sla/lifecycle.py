@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .config import ConfigError, resume_argv  # noqa: F401  # resume_argv lives beside parse_config, which it feeds
 from .io import files_digest
 from .runs import RECORD_FILE, canonical
 from .utils import DataError, read_json
@@ -137,25 +137,6 @@ def clear_run(out: str | Path) -> list[str]:
         else:
             p.unlink(missing_ok=True)
     return names
-
-
-def resume_argv(argv: Sequence[str]) -> list[str]:
-    """``argv`` with ``--config OUT/config.yaml`` in front when it asks for ``--resume`` (or ``--test-only``) with
-    an ``--out`` that
-    holds a recorded config and names no ``--config``: a run is continued from its folder alone (the flags given
-    beside it still override, and are checked against the record as always)."""
-    args = list(argv)
-    if not {"--resume", "--test-only"} & set(args) or any(a == "--config" or a.startswith("--config=") for a in args):
-        return args
-    out = None
-    for i, a in enumerate(args):
-        if a == "--out" and i + 1 < len(args):
-            out = args[i + 1]
-        elif a.startswith("--out="):
-            out = a.split("=", 1)[1]
-    if out is None or not (Path(out) / "config.yaml").is_file():
-        return args
-    return ["--config", str(Path(out) / "config.yaml"), *args]
 
 
 def check_finished(done: int | None, total: int, unit_name: str, allow: bool, command: str, out: str | Path) -> bool:

@@ -30,30 +30,13 @@ import signal
 import sys
 from typing import Any
 
-import torch
-
-from fewshot_sla import distributed, lifecycle
-from fewshot_sla import engine as eng
-from fewshot_sla.config import ConfigError, parse_config, save_config, to_dict
-from fewshot_sla.distributed import closing_group
-from fewshot_sla.distributed import info as dist_info
-from fewshot_sla.tracking import RunLogger, format_table
-from fewshot_sla.utils import DataError
+from fewshot_sla.config import ConfigError, parse_config, resume_argv, save_config, to_dict
 
 from .config import LTConfig
 from .grid import run_grid
-from .recipe import (
-    COMMAND,
-    build_model,
-    check_config,
-    finish,
-    load_data,
-    load_last,
-    make_loop,
-    open_run,
-    retest_status,
-    sync_batchnorm,
-)
+
+# torch and the modules that use it are imported inside run() and main(), once the command line is parsed: --help
+# answers without loading them.
 
 __all__ = ["LTConfig", "run", "main"]
 
@@ -65,6 +48,25 @@ def run(cfg: LTConfig) -> dict[str, Any]:
     Raises:
         fewshot_sla.lifecycle.Interrupted: SIGINT / SIGTERM stopped training (after an epoch, its checkpoint written).
     """
+    import torch
+
+    from fewshot_sla import distributed
+    from fewshot_sla import engine as eng
+    from fewshot_sla.distributed import info as dist_info
+    from fewshot_sla.tracking import RunLogger
+
+    from .recipe import (
+        build_model,
+        check_config,
+        finish,
+        load_data,
+        load_last,
+        make_loop,
+        open_run,
+        retest_status,
+        sync_batchnorm,
+    )
+
     check_config(cfg, dist_info().world_size)
     finished = retest_status(cfg, cfg.out) if cfg.test_only else True  # before any data is loaded
     spec = eng.RunSpec(cfg.out, cfg.seed, cfg.device, cfg.amp, cfg.channels_last, cfg.compile, cfg.resume,
@@ -93,8 +95,16 @@ def run(cfg: LTConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = lifecycle.resume_argv(sys.argv[1:] if argv is None else argv)
+    argv = resume_argv(sys.argv[1:] if argv is None else argv)
     cfg = parse_config(LTConfig, argv, prog="sla-longtail", package="longtail")
+    from fewshot_sla import lifecycle
+    from fewshot_sla.distributed import closing_group
+    from fewshot_sla.distributed import info as dist_info
+    from fewshot_sla.tracking import format_table
+    from fewshot_sla.utils import DataError
+
+    from .recipe import COMMAND
+
     try:
         with closing_group():
             if cfg.grid_loss or cfg.grid_transform:

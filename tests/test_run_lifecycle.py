@@ -322,7 +322,7 @@ def test_a_long_tail_test_class_linked_to_a_training_class_is_refused(tmp_path):
 
 def test_ctrl_c_while_loading_data_is_one_line_and_130(pkg, data, tmp_path, monkeypatch, capsys):
     cfg = pkg.cfg(data, tmp_path / "run")
-    target = "episodes.recipe.load_splits_for" if pkg.name == "fewshot" else "longtail.benchmark.load_data"
+    target = "episodes.recipe.load_splits_for" if pkg.name == "fewshot" else "longtail.recipe.load_data"
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt

@@ -68,8 +68,8 @@ def test_weight_decay_in_effect(path, sla, tmp_path, monkeypatch):
         seen.update(model=model, optimizer=optimizer)
         return eng.FitResult(0, False, [], {})
 
-    monkeypatch.setattr(benchmark, "load_data", lambda cfg, progress: fake_data())
-    monkeypatch.setattr(benchmark.eng, "fit", fit)
+    monkeypatch.setattr("longtail.recipe.load_data", lambda cfg, progress: fake_data())  # run imports it when called
+    monkeypatch.setattr(eng, "fit", fit)
     argv = ["--config", str(path)] + (["--transform", "rotation", "--sd"] if sla else [])
     cfg = parse_config(LTConfig, argv)
     assert benchmark.run(replace(cfg, out=str(tmp_path), device="cpu", wandb="disabled")) == {"epochs_done": 0}
