@@ -17,22 +17,20 @@ imported only inside the plotting functions), :mod:`~fewshot_sla.report.document
 :mod:`~fewshot_sla.report.cli` (``sla-report``'s ``main``, which this package does not import).
 """
 
-from ..tracking import format_table  # the project's one table formatter
-from .document import write_report
-from .load import Group, Run, find_run_dirs, flat_identity, group_runs, load_runs
-from .plots import fewshot_plot, per_class_plot
-from .spec import (
-    CELL_KINDS,
-    KIND_MODULES,
-    PLOTS,
-    Column,
-    ReportError,
-    ReportSpec,
-    check_spec,
-    register_report,
-    report_spec,
-)
-from .tables import CELLS, mean_std, report_table
+import importlib
+import importlib.util
+from typing import Any
+
+#: the submodule that defines each public name, imported on first use (``sla-report --help`` loads none of them)
+_SUBMODULES = {
+    "..tracking": "format_table",  # the project's one table formatter
+    ".document": "write_report",
+    ".load": "Group Run find_run_dirs flat_identity group_runs load_runs",
+    ".plots": "fewshot_plot per_class_plot",
+    ".spec": "CELL_KINDS KIND_MODULES PLOTS Column ReportError ReportSpec check_spec register_report report_spec",
+    ".tables": "CELLS mean_std report_table",
+}
+_LAZY = {name: module for module, names in _SUBMODULES.items() for name in names.split()}
 
 __all__ = [
     "CELLS",
@@ -59,3 +57,18 @@ __all__ = [
     "write_report",
 ]
 
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first use (PEP 562), so that ``import`` and ``--help`` stay quick."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later uses find it without this hook
+        return value
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule, as when it was imported eagerly
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

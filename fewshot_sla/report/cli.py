@@ -13,7 +13,6 @@ import argparse
 import shlex
 import sys
 
-from .document import write_report
 from .spec import ReportError
 
 __all__ = ["main"]
@@ -34,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="report", help="report folder (default: ./report)")
     args = parser.parse_args(argv)
+    from .document import write_report  # numpy and torch: after the command line is parsed, so --help is quick
+
     command = "sla-report " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         path = write_report(args.runs, args.out, command=command)
