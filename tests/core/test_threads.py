@@ -65,11 +65,15 @@ def _env(**kw: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     "code, env, expected",
     [
-        # each package sets it before torch loads OpenMP
-        ("import episodes", {}, "PASSIVE torch-after"),
-        ("import longtail", {}, "PASSIVE torch-after"),
-        ("import fewshot_sla", {}, "PASSIVE torch-after"),
-        ("import fewshot_sla", {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE torch-after"),  # the user's setting stays
+        # each package sets it before torch loads OpenMP (on first use of a name that needs torch)
+        ("import episodes; episodes.SLAEpisode", {}, "PASSIVE torch-after"),
+        ("import longtail; longtail.make_loss", {}, "PASSIVE torch-after"),
+        ("import fewshot_sla; fewshot_sla.expand", {}, "PASSIVE torch-after"),
+        ("from fewshot_sla.sla import expand", {}, "PASSIVE torch-after"),
+        ("import episodes.sla_episode", {}, "PASSIVE torch-after"),
+        ("import longtail.losses", {}, "PASSIVE torch-after"),
+        # the user's setting stays
+        ("import fewshot_sla; fewshot_sla.expand", {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE torch-after"),
         ("import torch, fewshot_sla", {}, "None torch-before"),  # too late to matter: left alone
     ],
 )
