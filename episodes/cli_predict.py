@@ -19,11 +19,11 @@ from collections import Counter
 from pathlib import Path
 
 from fewshot_sla.config import ConfigError
-from fewshot_sla.io import IMAGE_SUFFIXES  # the files taken as images (case-insensitive)
-from fewshot_sla.threads import apply_threads
-from fewshot_sla.utils import DataError
 
-from .predict import MODES, load_run
+from .config import MODES
+
+# torch and the modules that use it (fewshot_sla.io's IMAGE_SUFFIXES, the files taken as images, DataError,
+# episodes.predict) are imported inside the functions that need them: --help answers without loading them.
 
 __all__ = ["SOFTMAX_NOTE", "main", "query_folder", "support_folder"]
 
@@ -35,6 +35,8 @@ SOFTMAX_NOTE = ("softmax: of the learner's logits over the support classes, unca
 
 
 def _is_image(p: Path) -> bool:
+    from fewshot_sla.io import IMAGE_SUFFIXES
+
     return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -48,6 +50,9 @@ def _images_in(d: Path) -> list[Path]:
 
 def support_folder(d: Path) -> tuple[list[Path], list[str]]:
     """``d/<class>/*`` -> (image files, class names), classes and files sorted by name."""
+    from fewshot_sla.io import IMAGE_SUFFIXES
+    from fewshot_sla.utils import DataError
+
     if not d.is_dir():
         raise DataError(f"support folder {str(d)!r} does not exist; pass a folder holding one folder per class")
     files: list[Path] = []
@@ -77,6 +82,9 @@ def support_folder(d: Path) -> tuple[list[Path], list[str]]:
 
 def query_folder(d: Path) -> tuple[list[Path], list[str | None]]:
     """A flat folder of images (labels None) and/or class folders ``d/<class>/*`` (labels = folder names)."""
+    from fewshot_sla.io import IMAGE_SUFFIXES
+    from fewshot_sla.utils import DataError
+
     if not d.is_dir():
         raise DataError(f"query folder {str(d)!r} does not exist; pass a folder of images (or of class folders)")
     files: list[Path] = _images_in(d)
@@ -110,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from fewshot_sla.threads import apply_threads
+
+    from .predict import load_run
+
     apply_threads(args.num_threads)  # before the network is built: the one thread policy of every entry point
     support_dir, query_dir = Path(args.support), Path(args.query)
     s_files, s_labels = support_folder(support_dir)
@@ -156,6 +168,8 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``sla-fewshot-predict``; returns the exit status (2 with a message on stderr for a bad input)."""
     args = _parser().parse_args(argv)
+    from fewshot_sla.utils import DataError
+
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)  # ours (e.g. no best.pt) on every call, not once a process

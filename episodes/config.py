@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["FewShotConfig", "config_options"]
+__all__ = ["FewShotConfig", "config_options", "MODES"]
+
+#: Prediction modes of a trained run (:mod:`episodes.predict`): SLA+AG (logits averaged over the M transformed
+#: copies) and SLA+SI (the identity copy).
+MODES = ("aggregated", "single")
 
 #: the data sets of :data:`episodes.datasets.LOADERS` (a test checks both agree)
 #: the learners of :data:`episodes.recipe.LEARNERS`

@@ -13,18 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-import torch
-
-from fewshot_sla import engine
-from fewshot_sla.metrics import mean_ci95
-from fewshot_sla.nets import SmallCNN
-from fewshot_sla.threads import apply_threads
-from fewshot_sla.tracking import format_table
-
-from .protonet import ProtoNet
-from .sampler import EpisodeSampler
-from .task import EpisodeTask
+# numpy, torch and the modules that use them are imported inside run(): --help answers without loading them.
 
 
 def run(
@@ -34,7 +23,18 @@ def run(
 
     ``num_threads``: torch CPU threads, 0 = auto (:func:`fewshot_sla.threads.apply_threads`, decided once).
     """
+    import numpy as np
+    import torch
     from sklearn.datasets import load_digits
+
+    from fewshot_sla import engine
+    from fewshot_sla.metrics import mean_ci95
+    from fewshot_sla.nets import SmallCNN
+    from fewshot_sla.threads import apply_threads
+
+    from .protonet import ProtoNet
+    from .sampler import EpisodeSampler
+    from .task import EpisodeTask
 
     threads = apply_threads(num_threads)
     print(f"few-shot demo: {threads.threads} CPU thread(s) ({threads.reason})", file=sys.stderr, flush=True)
@@ -70,7 +70,8 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m episodes.demo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=300, help="meta-training episodes per model (default: 300)")
     ap.add_argument("--test-episodes", type=int, default=300, help="test episodes per model (default: 300)")
     ap.add_argument("--seed", type=int, default=0, help="seed of init and episodes (default: 0)")
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_threads < 0:
         ap.error(f"--num-threads must be >= 0 (0 = auto), got {args.num_threads}")
     rows = run(args.episodes, args.test_episodes, args.seed, args.out, args.num_threads)
+    from fewshot_sla.tracking import format_table
+
     print(f"\nFew-shot digits: ProtoNet meta-trained on digits 0-4 ({args.episodes} episodes), "
           f"tested on unseen digits 5-9 ({args.test_episodes} episodes, 15 queries per class)\n")
     print(format_table(rows))

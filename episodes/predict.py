@@ -26,7 +26,7 @@ from fewshot_sla import checkpoint, lifecycle, runs
 from fewshot_sla.io import decode_images
 from fewshot_sla.utils import DataError
 
-from .config import FewShotConfig
+from .config import MODES, FewShotConfig
 from .datasets import Stats, to_float
 from .maml import ALGORITHMS
 from .task import EpisodeTask
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FewShotPredictor", "load_run", "MODES"]
 
-#: Prediction modes: SLA+AG (logits averaged over the M transformed copies) and SLA+SI (the identity copy).
-MODES = ("aggregated", "single")
 
 #: PIL modes without colour (one band, or grey with alpha).
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})

@@ -25,21 +25,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from torch import Tensor, nn
-
-from . import engine
 from .config import parse_config, save_config, to_dict
-from .counts import class_counts
-from .metrics import classification_report
-from .model import DataAugmentation, MultiTask, SLAClassifier
-from .nets import SmallCNN
-from .report.plots import per_class_plot
-from .threads import apply_threads
-from .tracking import RunLogger, format_table
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+# numpy, torch and the modules that use them are imported inside the functions that need them: --help answers
+# without loading them.
 
 
 @dataclass
@@ -63,7 +57,11 @@ class DemoConfig:
 
 def longtail_digits(cfg: DemoConfig) -> dict[str, Any]:
     """Balanced test split and an exponentially long-tailed training set of sklearn's digits."""
+    import numpy as np
+    import torch
     from sklearn.datasets import load_digits
+
+    from .counts import class_counts
 
     digits = load_digits()
     x = digits.images.astype(np.float32) / 16.0  # (1797, 8, 8) in [0, 1]
@@ -92,6 +90,9 @@ def longtail_digits(cfg: DemoConfig) -> dict[str, Any]:
 
 def build(method: str, cfg: DemoConfig) -> nn.Module:
     """One regime per method name; every one uses the same backbone."""
+    from .model import DataAugmentation, MultiTask, SLAClassifier
+    from .nets import SmallCNN
+
     backbone = SmallCNN()
     if method == "baseline":
         return SLAClassifier(backbone, 10, "none")
@@ -124,6 +125,11 @@ LABELS = {
 
 def train_one(method: str, data: dict[str, Any], cfg: DemoConfig) -> tuple[nn.Module, float]:
     """Train one regime with the engine: Adam, cosine learning rate per epoch, batches a function of (seed, epoch)."""
+    import torch
+
+    from . import engine
+    from .model import SLAClassifier
+
     ctx = engine.setup(engine.RunSpec(str(Path(cfg.out) / method), seed=cfg.seed, num_threads=cfg.num_threads))
     model = build(method, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=5e-4)
@@ -149,6 +155,11 @@ def train_one(method: str, data: dict[str, Any], cfg: DemoConfig) -> tuple[nn.Mo
 
 def run(cfg: DemoConfig) -> dict[str, Any]:
     """Train every method, evaluate each prediction mode, write the outputs; returns the metrics."""
+    from .metrics import classification_report
+    from .report.plots import per_class_plot
+    from .threads import apply_threads
+    from .tracking import RunLogger, format_table
+
     threads = apply_threads(cfg.num_threads)  # decided once: every method trains with the same thread count
     cfg = dataclasses.replace(cfg, num_threads=threads.threads)
     print(f"demo: {threads.threads} CPU thread(s) ({threads.reason})", file=sys.stderr)

@@ -18,11 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fewshot_sla.config import ConfigError
-from fewshot_sla.threads import apply_threads
-from fewshot_sla.utils import DataError
 
-from .data import IMAGE_EXTENSIONS
-from .predict import load_run
+# torch and the modules that use it (longtail.data's IMAGE_EXTENSIONS, DataError, longtail.predict) are imported
+# inside the functions that need them: --help answers without loading them.
 
 __all__ = ["SOFTMAX_NOTE", "collect_images", "main"]
 
@@ -33,12 +31,18 @@ SOFTMAX_NOTE = ("softmax: of the model's logits over the classes as the loss sca
 
 
 def _is_image(p: Path) -> bool:
+    from .data import IMAGE_EXTENSIONS
+
     return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def collect_images(args: Sequence[str]) -> list[Path]:
     """Image files of the arguments: files as given, folders searched recursively (sorted; hidden entries and the
     loaders' ``.fewshot_sla_cache`` skipped)."""
+    from fewshot_sla.utils import DataError
+
+    from .data import IMAGE_EXTENSIONS
+
     files: list[Path] = []
     for a in args:
         p = Path(a)
@@ -71,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from fewshot_sla.threads import apply_threads
+
+    from .predict import load_run
+
     apply_threads(args.num_threads)  # before the network is built: the one thread policy of every entry point
     files = collect_images(args.images)
     predictor = load_run(args.run, args.device)
@@ -108,6 +116,8 @@ def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``sla-longtail-predict``; returns the exit status (2 with a message on stderr for a bad input)."""
     args = _parser().parse_args(argv)
+    from fewshot_sla.utils import DataError
+
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)  # ours (e.g. an unfinished run) on every call
