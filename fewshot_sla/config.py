@@ -206,7 +206,8 @@ def save_config(cfg: Any, path: str | Path) -> None:
 
 
 def _help(cls: type) -> dict[str, str]:
-    """Field comments (``name: type = default  # comment``) from the source, for ``--help``."""
+    """Field comments from the source, for ``--help``: ``name: type = default  # comment``, or, for a field too long
+    for one, the comment lines right above it."""
     import inspect
 
     try:
@@ -214,10 +215,17 @@ def _help(cls: type) -> dict[str, str]:
     except (OSError, TypeError):
         return {}
     out = {}
+    above: list[str] = []
     for line in src.splitlines():
         s = line.strip()
-        if ":" in s and "#" in s and not s.startswith("#"):
+        if s.startswith("#"):
+            above.append(s.lstrip("#").strip())
+            continue
+        if ":" in s and "#" in s:
             out[s.split(":", 1)[0].strip()] = s.split("#", 1)[1].strip()
+        elif ":" in s and above and s.split(":", 1)[0].strip().isidentifier():
+            out[s.split(":", 1)[0].strip()] = " ".join(above)
+        above = []
     return out
 
 

@@ -80,6 +80,24 @@ def test_every_cli_prints_its_help(module, capsys):
     assert e.value.code == 0 and "--seed" in capsys.readouterr().out
 
 
+@dataclass
+class Commented:
+    short: int = 1  # on the line
+    # too long for the line,
+    # so above it
+    long_name: str = "x"
+    bare: int = 2
+
+
+def test_help_reads_a_field_comment_on_its_line_or_right_above_it(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(Commented, ["--help"], prog="demo")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--short SHORT on the line (default: 1)" in out
+    assert "--long-name LONG_NAME, --long_name LONG_NAME too long for the line, so above it (default: x)" in out
+    assert "--bare BARE (default: 2)" in out  # a comment belongs to the next field only
+
+
 def test_find_recipe_names_a_shipped_recipe_by_any_of_its_spellings(tmp_path, monkeypatch):
     """``--config NAME`` finds the recipe shipped as package data, whatever the working directory."""
     from fewshot_sla.config import find_recipe, recipe_names
