@@ -2,7 +2,8 @@
 R2D2, MetaOptNet-SVM and the gradient-based learners (MAML, first-order MAML, Meta-SGD, ANIL).
 
 Builds on :mod:`fewshot_sla`; see ``sla-fewshot --help`` (``python -m episodes.train``).
-``import episodes`` imports neither learn2learn nor wandb.
+``import episodes`` imports neither learn2learn nor wandb, nor torch: each public name's module is imported when the
+name is first used.
 """
 
 import importlib

@@ -3,7 +3,8 @@
 Layout used throughout: ``x_aug[b*M + j] = T_j(x[b])``; joint label ``y*M + j``; joint logits
 ``(B*M, N*M)`` with column ``i*M + j`` = (class ``i``, transform ``j``). Transform 0 is the identity.
 
-``import fewshot_sla`` imports neither wandb nor learn2learn. Imported before torch, it sets
+``import fewshot_sla`` imports neither wandb nor learn2learn, nor torch: each public name's module is imported when
+the name is first used (so the commands' ``--help`` answers at once). Imported before torch, it sets
 ``OMP_WAIT_POLICY=PASSIVE`` where the user has not set it (:mod:`fewshot_sla.threads`).
 """
 

@@ -1,6 +1,7 @@
 """Long-tailed CIFAR with SLA: data, samplers, imbalance losses and schedules, the benchmark script.
 
-Builds on :mod:`fewshot_sla`; see ``sla-longtail --help`` (``python -m longtail.benchmark``).
+Builds on :mod:`fewshot_sla`; see ``sla-longtail --help`` (``python -m longtail.benchmark``). ``import longtail``
+does not import torch: each public name's module is imported when the name is first used.
 """
 
 import importlib
