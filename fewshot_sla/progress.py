@@ -46,7 +46,8 @@ class LogBar:
 
     A line reads ``desc: n/total (pct%) elapsed H:MM:SS, left H:MM:SS, R s/unit, key=value``. It is written
     when ``interval`` seconds have passed since the previous line (checked at each update, so a line may wait
-    for the next update), and at :meth:`close` when the bar has already written one or ``leave`` is set: a short
+    for the next update), and at :meth:`close` when the bar has already written one or ``leave`` is set, unless the
+    last line written already shows the final count (a bar's 100% line is written once): a short
     bar with ``leave=False`` (an inner bar, a quick decode) writes nothing.
 
     Args:
@@ -213,8 +214,10 @@ def phase(name: str, what: str, *, enabled: bool = True, file: IO[str] | None = 
           clock: Callable[[], float] = time.monotonic) -> Iterator[Phase]:
     """One line when a step of a run starts and one when it ends, with its duration::
 
-        data: decoding 25,600 images of tiny-imagenet from DIR ...
-        data: 25,600 images in 12.3 s (cached: DIR/.cache)
+        data: loading tiny-imagenet from DIR ...
+        data: N images (N1 train, N2 val, N3 test) in S s (decoded, cached in DIR/.fewshot_sla_cache)
+
+    A block that raises writes no closing line.
 
     Args:
         name: the step (``data``, ``validation``, ``test``), at the start of both lines.
