@@ -162,7 +162,8 @@ def embed_split(
     feats = []
     with _eval_mode(task):
         bounds = _chunk_bounds(len(images), max(1, batch_size // m), m)
-        for lo, hi in progress_bar(bounds, desc="embed", enabled=progress, leave=False):
+        desc = f"embed {len(images):,} images x {m} transformations"
+        for lo, hi in progress_bar(bounds, desc=desc, enabled=progress, leave=False):
             x = normalize(images[lo:hi]).to(device)
             # contiguous, as the per-episode path's torch.cat of support and query makes its batch
             f = encoder(task.sla.transform(x).contiguous())

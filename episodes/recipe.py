@@ -32,13 +32,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fewshot_sla import checkpoint, extras, get_transform, lifecycle, runs
+from fewshot_sla import checkpoint, distributed, extras, get_transform, lifecycle, runs
 from fewshot_sla import engine as eng
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import config_from_dict, to_dict
-from fewshot_sla.io import files_digest
+from fewshot_sla.io import cache_contents, cache_note, files_digest
 from fewshot_sla.metrics import mean_ci95
 from fewshot_sla.nets import load_weights
+from fewshot_sla.progress import phase
 from fewshot_sla.seeding import stream_seed
 from fewshot_sla.summary import write_summary
 from fewshot_sla.transforms import Transform
@@ -290,9 +291,14 @@ def load_splits_for(cfg: FewShotConfig, record: Mapping[str, Any] | None = None)
     for a recorded one (``record``), the recorded class lists, checked against the record (a class gone or renamed,
     or an image folder class whose files changed, is a :class:`DataError` naming it)."""
     classes = None if record is None else record["recipe"]["classes"]
-    splits = load_data(cfg.dataset, cfg.data_root, image_size=cfg.image_size, download=cfg.download,
-                       options=config_options(cfg), shapes=shapes_of(cfg), class_rotations=cfg.class_rotations,
-                       classes=classes)
+    cached = cache_contents(cfg.data_root)
+    with phase("data", f"loading {cfg.dataset} from {cfg.data_root}", enabled=distributed.info().is_main) as p:
+        splits = load_data(cfg.dataset, cfg.data_root, image_size=cfg.image_size, download=cfg.download,
+                           options=config_options(cfg), shapes=shapes_of(cfg), class_rotations=cfg.class_rotations,
+                           classes=classes)
+        sizes = ", ".join(f"{len(d.labels):,} {s}" for s, d in splits.items())
+        p.result = f"{sum(len(d.labels) for d in splits.values()):,} images ({sizes})"
+        p.note = cache_note(cfg.data_root, cached)
     if record is not None:
         _check_against_record(splits, record["recipe"], cfg)
     return splits
@@ -497,6 +503,7 @@ def make_pretrain_loop(
         batches=batches,
         lr=lambda epoch: lr_at(cfg, epoch),
         evaluate=_validate(recipe, ctx, val, task),
+        eval_what=f"{cfg.val_episodes:,} episodes",
         eval_every=cfg.val_every_epochs,
         eval_final=True,
         select="val/acc_agg",
@@ -532,6 +539,7 @@ def make_episode_loop(
         lr=lambda step: lr_at(cfg, step),
         accumulate=mb // world,
         evaluate=_validate(recipe, ctx, val, task),
+        eval_what=f"{cfg.val_episodes:,} episodes",
         eval_every=cfg.val_every,
         eval_final=True,
         select="val/acc_agg",
@@ -556,7 +564,10 @@ def test_and_log(recipe: Recipe, task: nn.Module, test: FewShotData, ctx: eng.Co
                  fit: eng.FitResult) -> dict[str, Any]:
     """Test the best checkpoint; metrics.json, test_episodes.csv and the W&B tables."""
     cfg, episodes = recipe.cfg, recipe.test_episodes
-    res = evaluate(episodic(task), test, recipe, "test", episodes, cfg.seed + 20_000, ctx.device, progress=True)
+    m = recipe.transform.m
+    what = f"{episodes:,} episodes on {len(test.labels):,} images x {m} transformation{'s' if m != 1 else ''}"
+    with phase("test", what, enabled=ctx.is_main and ctx.spec.progress):
+        res = evaluate(episodic(task), test, recipe, "test", episodes, cfg.seed + 20_000, ctx.device, progress=True)
     si, si_ci = mean_ci95(res["acc_single"])
     ag, ag_ci = mean_ci95(res["acc_agg"])
     metrics = {  # the headline number: SLA+AG with SLA; for the baseline (M = 1) AG and SI are the same numbers

@@ -56,7 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint, distributed, lifecycle, sam
-from .progress import progress_bar
+from .progress import exclude, phase, progress_bar
 from .sam import sam_perturbation
 from .seeding import stream_seed
 from .threads import apply_threads
@@ -127,6 +127,7 @@ class Loop:
         set_epoch: objects whose ``set_epoch(unit)`` is called at the start of each unit.
         evaluate: ``task -> {metric: float}``, run on rank 0 in eval mode (every submodule's mode restored
             after), under DDP after the BatchNorm statistics are averaged over the ranks.
+        eval_what: what ``evaluate`` goes over, for the line that opens each validation (``200 episodes``).
         eval_every: evaluate after every N units (0 = never).
         eval_final: also evaluate after the last unit.
         select: metric of ``evaluate`` whose maximum picks ``OUT/best.pt``; the best weights are
@@ -155,6 +156,7 @@ class Loop:
     accumulate: int = 1
     set_epoch: Sequence[SupportsSetEpoch] = ()
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None
+    eval_what: str = ""
     eval_every: int = 0
     eval_final: bool = False
     select: str | None = None
@@ -547,7 +549,10 @@ def fit(
                 if ctx.dist.world_size > 1 and (evaluating or saving or last):
                     distributed.average_buffers(task, skip=stepper.replayed)  # every rank's BN statistics, on all
                 if evaluating and main:
-                    row = _evaluate(task, loop, done, lr, row, state, best_path, record)
+                    what = f"{loop.eval_what} " if loop.eval_what else ""
+                    with phase("validation", f"{what}after {loop.unit_name} {done}", enabled=spec.progress) as p:
+                        row = _evaluate(task, loop, done, lr, row, state, best_path, record)
+                    exclude(bar, p.seconds)  # the bar's s/unit is the training's
                 if row:
                     _log_row(row, u, loop, state, logger, bar)
                 blog.flush()

@@ -54,6 +54,8 @@ __all__ = [
     "decode_images",
     "CACHE_FOLDER",
     "default_cache_dir",
+    "cache_contents",
+    "cache_note",
     "resolve_cache_dir",
     "files_digest",
     "read_cached",
@@ -506,6 +508,21 @@ def decode_images(
 
 #: The folder name :func:`default_cache_dir` uses under a data root (hidden, so no loader takes it for a class).
 CACHE_FOLDER = ".fewshot_sla_cache"
+
+
+def cache_contents(root: str | Path) -> set[str]:
+    """The file names in ``root``'s decoded-image cache (empty without one); nothing is created."""
+    d = Path(root).expanduser() / CACHE_FOLDER
+    return {f.name for f in d.iterdir()} if d.is_dir() else set()
+
+
+def cache_note(root: str | Path, before: set[str]) -> str:
+    """What a load did with ``root``'s cache, given :func:`cache_contents` before it: ``decoded, cached in DIR``
+    (it wrote files there), ``read from the cache in DIR`` (it could have), or ``""`` (no cache)."""
+    after, d = cache_contents(root), Path(root).expanduser() / CACHE_FOLDER
+    if after - before:
+        return f"decoded, cached in {d}"
+    return f"read from the cache in {d}" if after else ""
 
 
 def default_cache_dir(root: str | Path) -> Path | None:

@@ -5,6 +5,9 @@ redirected ``stderr``, a batch job, ``sla-grid``'s run logs) every redraw stays,
 megabytes of bar frames. :func:`progress_bar` gives tqdm only to a terminal; elsewhere a :class:`LogBar`, which
 writes one plain line (no ``\\r``, no escape codes) at most every ``interval`` seconds and one when it closes. The
 engine and the image decoders take their bars from here.
+
+:func:`phase` writes one line when a step of a run without a bar starts (loading data, a validation, the test) and
+one with its duration when it ends; :func:`exclude` keeps such a step out of a bar's rate.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any, TypeVar
 
-__all__ = ["progress_bar", "LogBar", "LOG_INTERVAL", "is_terminal"]
+__all__ = ["progress_bar", "LogBar", "LOG_INTERVAL", "is_terminal", "phase", "Phase", "exclude"]
 
 T = TypeVar("T")
 
@@ -42,7 +46,8 @@ class LogBar:
 
     A line reads ``desc: n/total (pct%) elapsed H:MM:SS, left H:MM:SS, R s/unit, key=value``. It is written
     when ``interval`` seconds have passed since the previous line (checked at each update, so a line may wait
-    for the next update), and at :meth:`close` when the bar has already written one or ``leave`` is set: a short
+    for the next update), and at :meth:`close` when the bar has already written one or ``leave`` is set, unless the
+    last line written already shows the final count (a bar's 100% line is written once): a short
     bar with ``leave=False`` (an inner bar, a quick decode) writes nothing.
 
     Args:
@@ -78,6 +83,8 @@ class LogBar:
         self.file, self.interval, self.clock = file, float(interval), clock
         self.postfix = ""
         self.lines = 0
+        self.excluded = 0.0  # seconds kept out of the rate (:meth:`exclude`)
+        self._written: int | None = None  # the count of the last line written
         self.closed = False
         self.start = self.last = clock()
 
@@ -101,6 +108,10 @@ class LogBar:
         if not self.disable and self.clock() - self.last >= self.interval:
             self._write()
 
+    def exclude(self, seconds: float) -> None:
+        """Keep ``seconds`` (a validation between two updates) out of the elapsed time and the rate."""
+        self.excluded += seconds
+
     def set_postfix(self, refresh: bool = True, **values: Any) -> None:
         """Show ``key=value`` pairs at the end of the following lines (``refresh`` is tqdm's; lines keep their
         rate either way)."""
@@ -108,7 +119,7 @@ class LogBar:
 
     def format(self) -> str:
         """The line the bar would write now (without the newline)."""
-        elapsed = self.clock() - self.start
+        elapsed = self.clock() - self.start - self.excluded
         done = self.n - self.initial
         parts = [f"{self.desc}: " if self.desc else "", f"{self.n}"]
         if self.total:
@@ -129,13 +140,16 @@ class LogBar:
         f.flush()
         self.lines += 1
         self.last = self.clock()
+        self._written = self.n
 
     def close(self) -> None:
         """Write the last line (see the class docstring); later calls do nothing."""
         if self.closed:
             return
         self.closed = True
-        if not self.disable and (self.leave or self.lines):
+        # the last update may have written the final count already (it does when the last unit, or a validation
+        # after it, took longer than ``interval``): that line is not written twice
+        if not self.disable and (self.leave or self.lines) and self.n != self._written:
             self._write()
 
 
@@ -173,3 +187,60 @@ def progress_bar(
                     mininterval=mininterval, dynamic_ncols=True)
     return LogBar(iterable, desc=desc, total=total, initial=initial, unit=unit, leave=leave, disable=not enabled,
                   file=file, interval=interval)
+
+
+def exclude(bar: Any, seconds: float) -> None:
+    """Keep ``seconds`` spent outside the bar's work (a validation between two steps) out of its elapsed time and
+    rate: a :class:`LogBar`'s or a tqdm bar's (whose clocks are moved on by ``seconds``); anything else is left."""
+    if isinstance(bar, LogBar):
+        bar.exclude(seconds)
+    elif hasattr(bar, "start_t") and hasattr(bar, "last_print_t"):  # tqdm: its average and smoothed rates
+        bar.start_t += seconds
+        bar.last_print_t += seconds
+
+
+class Phase:
+    """What :func:`phase` hands its block: ``result`` and ``note`` finish the closing line; ``seconds`` is the
+    duration once the block has ended."""
+
+    def __init__(self) -> None:
+        self.result = "done"
+        self.note = ""
+        self.seconds = 0.0
+
+
+@contextmanager
+def phase(name: str, what: str, *, enabled: bool = True, file: IO[str] | None = None,
+          clock: Callable[[], float] = time.monotonic) -> Iterator[Phase]:
+    """One line when a step of a run starts and one when it ends, with its duration::
+
+        data: loading tiny-imagenet from DIR ...
+        data: N images (N1 train, N2 val, N3 test) in S s (decoded, cached in DIR/.fewshot_sla_cache)
+
+    A block that raises writes no closing line.
+
+    Args:
+        name: the step (``data``, ``validation``, ``test``), at the start of both lines.
+        what: what it does, for the first line.
+        enabled: False: write nothing (another rank than 0; the duration is still measured).
+        file: where the lines go (default ``sys.stderr``).
+        clock: the time source, in seconds.
+
+    Yields:
+        a :class:`Phase`: set ``result`` (default ``done``) and ``note`` (in brackets) for the closing line.
+    """
+    p = Phase()
+
+    def write(line: str) -> None:
+        if enabled:
+            f = file if file is not None else sys.stderr
+            f.write(line + "\n")
+            f.flush()
+
+    write(f"{name}: {what} ...")
+    start = clock()
+    try:
+        yield p
+    finally:
+        p.seconds = clock() - start
+    write(f"{name}: {p.result} in {p.seconds:.1f} s" + (f" ({p.note})" if p.note else ""))

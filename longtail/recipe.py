@@ -34,10 +34,11 @@ from fewshot_sla import SLAClassifier, Transform, checkpoint, distributed, extra
 from fewshot_sla import engine as eng
 from fewshot_sla.augment import random_crop_flip
 from fewshot_sla.config import ConfigError, config_from_dict, to_dict
-from fewshot_sla.io import files_digest
+from fewshot_sla.io import cache_contents, cache_note, files_digest
 from fewshot_sla.io import normalize as _normalize
 from fewshot_sla.metrics import accuracy, balanced_accuracy, per_class_accuracy, shot_group_accuracy
 from fewshot_sla.nets import make_backbone
+from fewshot_sla.progress import phase
 from fewshot_sla.summary import write_summary
 from fewshot_sla.tracking import RunLogger
 from fewshot_sla.utils import DataError, inference_batches, read_json
@@ -168,8 +169,13 @@ def check_config(cfg: LTConfig, world_size: int = 1) -> None:
 def load_data(cfg: LTConfig, progress: bool = False) -> LTData:
     """The long-tailed training set (``--subset-seed``'s subset, cut to ``--limit-train``) and the test set
     (cut to ``--limit-test``, stratified by order)."""
-    d = load_longtail(cfg.dataset, cfg.data_root, cfg.imbalance_ratio, cfg.profile, cfg.subset_seed, cfg.download,
-                      progress=progress)
+    cached = cache_contents(cfg.data_root)
+    with phase("data", f"loading {cfg.dataset} from {cfg.data_root}", enabled=progress) as p:
+        d = load_longtail(cfg.dataset, cfg.data_root, cfg.imbalance_ratio, cfg.profile, cfg.subset_seed,
+                          cfg.download, progress=progress)
+        p.result = f"{len(d.train_labels) + len(d.test_labels):,} images ({len(d.train_labels):,} train, " \
+                   f"{len(d.test_labels):,} test)"
+        p.note = cache_note(cfg.data_root, cached)
     y = d.train_labels.numpy()
     if cfg.limit_train and cfg.limit_train < len(y):
         keep = torch.from_numpy(limit_per_class(y, cfg.limit_train))
@@ -448,6 +454,7 @@ def make_loop(recipe: Recipe, ctx: eng.Context, data: LTData, model: SLAClassifi
         step_lr=lambda e, b: recipe.lr(e, b, n_batches),
         set_epoch=[sampler, *criteria],
         evaluate=test_metrics if cfg.eval_every else None,
+        eval_what=f"{len(data.test_labels):,} test images",
         eval_every=cfg.eval_every,
         stats=stats,
         extra=lambda e: {"drw": float(cfg.drw and plan.drw(e))},
@@ -518,7 +525,10 @@ def finish(recipe: Recipe, record: Mapping[str, Any], model: SLAClassifier, data
 
     cfg = recipe.cfg
     counts, names = list(recipe.counts), list(recipe.class_names)
-    preds = evaluate(model, data.test_images, ctx.device, recipe.stats, cfg.eval_batch)
+    m = recipe.transform.m
+    what = f"predicting {len(data.test_labels):,} images x {m} transformation{'s' if m != 1 else ''}"
+    with phase("test", what, enabled=ctx.is_main and ctx.spec.progress):
+        preds = evaluate(model, data.test_images, ctx.device, recipe.stats, cfg.eval_batch)
     labels = data.test_labels.numpy()
     metrics = {"epochs_done": fit.units_done, **report(preds, labels, counts)}
     if not fit.finished:  # --test-only --allow-unfinished: not a finished seed for sla-report and the scripts

@@ -331,3 +331,41 @@ def test_ctrl_c_while_loading_data_is_one_line_and_130(pkg, data, tmp_path, monk
     assert pkg.main(pkg.argv(cfg)) == 130
     assert capsys.readouterr().err.strip().splitlines() == [
         f"interrupted (SIGINT); no checkpoint was written; resume with: {pkg.command} --out {cfg.out} --resume"]
+
+
+# -- a run says what it is doing ---------------------------------------------------------------------------------------
+
+
+def test_a_run_writes_one_line_per_phase_with_its_duration_and_each_last_bar_line_once(pkg, data, tmp_path, capsys,
+                                                                                       monkeypatch):
+    """stderr of a tiny run whose bars write a line at every update (as when a unit outlasts the log interval):
+    loading the data and the test open and close once, every validation opens and closes, each bar's 100% line is
+    written once."""
+    import re
+
+    from fewshot_sla.progress import progress_bar
+
+    monkeypatch.setattr(eng, "progress_bar", lambda *a, **kw: progress_bar(*a, **{**kw, "interval": 0.0}))
+    cfg = pkg.cfg(data, tmp_path / "run", **({"eval_every": 1} if pkg.name == "longtail" else {}))
+    capsys.readouterr()
+    pkg.run(cfg)
+    lines = capsys.readouterr().err.splitlines()
+
+    def starts(name: str) -> list[str]:
+        return [ln for ln in lines if ln.startswith(f"{name}: ") and ln.endswith(" ...")]
+
+    def ends(name: str) -> list[str]:
+        return [ln for ln in lines if re.fullmatch(rf"{name}: .* in [0-9]+\.[0-9] s( \(.*\))?", ln)]
+
+    assert starts("data") == [f"data: loading imagefolder from {data} ..."], lines
+    assert len(ends("data")) == 1 and " images (" in ends("data")[0], lines
+    assert len(starts("test")) == 1 and len(ends("test")) == 1, lines
+    validations = {"fewshot": ["step 2", "step 4"], "longtail": ["epoch 1", "epoch 2", "epoch 3"]}[pkg.name]
+    assert [ln.rsplit(" after ", 1)[1] for ln in starts("validation")] == [f"{v} ..." for v in validations], lines
+    assert len(ends("validation")) == len(validations), lines
+    full = [ln.split(" elapsed ")[0] for ln in lines if "(100%)" in ln]
+    assert len(full) == len(set(full)), full  # no bar writes its last line twice
+    assert full.count(f"train ({pkg.unit}s): {pkg.units}/{pkg.units} (100%)") == 1, lines
+    # in order: the data, then training (its validations inside), then the test
+    order = [lines.index(starts("data")[0]), lines.index(starts("validation")[0]), lines.index(starts("test")[0])]
+    assert order == sorted(order), lines

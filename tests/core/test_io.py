@@ -465,3 +465,16 @@ def test_load_checkpoint_errors(tmp_path):
     torch.save([1, 2], path)
     with pytest.raises(DataError, match="holds a list, not a dict"):
         load_checkpoint(path)
+
+
+def test_the_data_line_says_whether_a_load_decoded_into_the_cache_or_read_from_it(tmp_path):
+    from fewshot_sla.io import CACHE_FOLDER, cache_contents, cache_note
+
+    assert cache_contents(tmp_path / "absent") == set() and cache_note(tmp_path, set()) == ""
+    before = cache_contents(tmp_path)
+    (tmp_path / CACHE_FOLDER).mkdir()
+    (tmp_path / CACHE_FOLDER / "fewshot-train-abc-c3-s32.npz").write_bytes(b"x")
+    assert cache_note(tmp_path, before) == f"decoded, cached in {tmp_path / CACHE_FOLDER}"
+    again = cache_contents(tmp_path)
+    assert again == {"fewshot-train-abc-c3-s32.npz"}
+    assert cache_note(tmp_path, again) == f"read from the cache in {tmp_path / CACHE_FOLDER}"

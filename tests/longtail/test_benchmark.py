@@ -203,8 +203,9 @@ def test_unknown_choices_name_the_choices(argv, capsys):
 def test_missing_data_root(tmp_path, capsys):
     rc = main(["--dataset", "cifar10", "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
                "--wandb", "disabled"])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("error: ") and "nope" in err
+    err = capsys.readouterr().err.strip().splitlines()  # what was being loaded, then why it stopped
+    assert rc == 2 and err[0].startswith("data: loading cifar10 from ") and len(err) == 2
+    assert err[1].startswith("error: ") and "nope" in err[1]
 
 
 @pytest.mark.slow
