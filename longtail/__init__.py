@@ -4,11 +4,9 @@ Builds on :mod:`fewshot_sla`; see ``sla-longtail --help`` (``python -m longtail.
 does not import torch: each public name's module is imported when the name is first used.
 """
 
-import importlib
-import importlib.util
-from typing import Any
 
 import fewshot_sla  # noqa: F401  # first, before torch: it sets OMP_WAIT_POLICY (fewshot_sla.threads)
+from fewshot_sla.lazy import lazy_names
 
 #: the submodule that defines each public name, imported on first use (torch loads then, not on ``import``)
 _SUBMODULES = {
@@ -39,16 +37,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's submodule on first use (PEP 562), so that ``import`` and ``--help`` stay quick."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value  # later uses find it without this hook
-        return value
-    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule, as when it was imported eagerly
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
